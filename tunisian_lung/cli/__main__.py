@@ -1,0 +1,5 @@
+import sys
+
+from tunisian_lung.cli import main
+
+sys.exit(main())
