@@ -51,5 +51,5 @@ def quirks_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def luna16_annotations_csv() -> Path:
-    """The real (partial) LUNA16 annotations.csv: 1,117 nodules over 569 series."""
+    """The real (partial) LUNA16 annotations.csv: 1,117 nodules over 568 distinct series."""
     return _require(shared_data_dir() / "real" / "luna16-annotations" / "annotations_luna16_partial.csv")

@@ -58,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    package_logger = logging.getLogger("tunisian_lung")
+    package_logger.setLevel(level)
+    # main() may run many times in one process (tests, notebooks): add the handler only once.
+    for handler in package_logger.handlers:
+        if getattr(handler, "_tunisian_lung_cli", False):
+            return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("tunisian_lung")
+    handler._tunisian_lung_cli = True  # type: ignore[attr-defined]
     package_logger.addHandler(handler)
-    package_logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
