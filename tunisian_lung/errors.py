@@ -141,6 +141,11 @@ class SplitError(TunisianLungError):
     """A split file is invalid, leaks patients or belongs to another dataset."""
 
 
+class LabelError(TunisianLungError, ValueError):
+    """A sample has no valid label for the requested training target (for example a healthy
+    patient for a stage target), or a label-based sampler cannot be built."""
+
+
 class WeightLoadError(TunisianLungError):
     """A checkpoint does not match the model it is loaded into."""
 
