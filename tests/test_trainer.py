@@ -165,6 +165,12 @@ def test_one_epoch_writes_every_output(finished_run: tuple[Path, Any]) -> None:
     }
     assert result.test_metrics is not None
     assert result.test_metrics["accuracy"] == test["metrics"]["accuracy"]
+    # Binary runs keep their output format: a threshold and no per-class block.
+    assert test["threshold"] == 0.5
+    assert "num_classes" not in test
+    assert "per_class" not in test["metrics"]
+    with files.test_predictions.open() as handle:
+        assert next(csv.reader(handle)) == ["patient_id", "series_id", "label", "probability", "predicted"]
 
     report = files.report.read_text()
     assert "## Test metrics" in report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 from tunisian_lung.cli import EXIT_OK, UsageError
 
@@ -46,9 +47,36 @@ def run(args: argparse.Namespace) -> int:
     metrics, intervals = result["metrics"], result["confidence_intervals"]
     print(f"{args.split}: {metrics['n']} scans, {args.checkpoint} checkpoint")
     print(f"  loss               {_format(metrics['loss'])}")
+    if "per_class" in metrics:
+        names = list(getattr(dataset, "class_names", None) or context.get("class_names") or [])
+        _print_multiclass(metrics, intervals, names)
+        return EXIT_OK
     for name in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc"):
         low, high = intervals[name]
         print(f"  {name:<18} {_format(metrics[name])}  95% CI [{_format(low)}, {_format(high)}]")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     print(f"  confusion matrix   tn={tn} fp={fp} fn={fn} tp={tp}")
     return EXIT_OK
+
+
+def _print_multiclass(
+    metrics: dict[str, Any], intervals: dict[str, tuple[float, float]], names: list[str]
+) -> None:
+    """Print the summary metrics, the recall of each class and the K x K confusion matrix."""
+    count = int(metrics["num_classes"])
+    if len(names) != count:
+        names = [str(index) for index in range(count)]
+    for name in ("accuracy", "balanced_accuracy", "roc_auc"):
+        low, high = intervals[name]
+        label = "macro_roc_auc" if name == "roc_auc" else name
+        print(f"  {label:<18} {_format(metrics[name])}  95% CI [{_format(low)}, {_format(high)}]")
+    per_class = metrics["per_class"]
+    for index, name in enumerate(names):
+        print(
+            f"  class {index} ({name}): {per_class['support'][index]} scans, "
+            f"recall {_format(per_class['recall'][index])}, "
+            f"ROC AUC {_format(per_class['roc_auc'][index])}"
+        )
+    print("  confusion matrix (rows true, columns predicted): " + " ".join(names))
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        print(f"    {name:<6} " + " ".join(f"{value:>4d}" for value in row))

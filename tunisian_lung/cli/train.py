@@ -1,7 +1,8 @@
 """``tunisian-lung train``: fine-tune MedicalNet 3D ResNets on a release and write run folders.
 
 With one ``--model`` the run folder is ``--out``. With ``--models resnet10,resnet18,...`` each
-model gets ``OUT/<model>`` and ``OUT/comparison.md`` compares their test metrics.
+model gets ``OUT/<model>`` and ``OUT/comparison.md`` compares their test metrics. The target
+sets the number of classes: 2 for ``cancer`` and ``malignant_nodule``, 4 for ``stage``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fine-tune a MedicalNet 3D ResNet on the train split and evaluate it on test",
         description=(
-            "Train a scan-level classifier (cancer vs healthy by default) on the train split, pick "
-            "the best epoch on val, and evaluate it once on test with bootstrap 95%% confidence "
-            "intervals. Writes config, history, checkpoints, a training-curve PNG and report.md."
+            "Train a scan-level classifier (cancer vs healthy by default, or stages I-IV with "
+            "--target stage) on the train split, pick the best epoch on val, and evaluate it once "
+            "on test with bootstrap 95%% confidence intervals. Writes config, history, "
+            "checkpoints, a training-curve PNG and report.md."
         ),
     )
     parser.add_argument("root", metavar="ROOT", type=Path, help="dataset release folder")
@@ -59,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--early-stopping-metric",
         default=None,
         choices=("loss", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc"),
-        help="validation metric that picks the best epoch (default loss)",
+        help="validation metric that picks the best epoch (default loss); sensitivity and "
+        "specificity are for binary targets, roc_auc is the macro one-vs-rest AUC for stage",
     )
     parser.add_argument("--amp", choices=("bfloat16", "float16", "none"), default=None, help="autocast dtype on CUDA (default bfloat16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="auto picks CUDA when available (default auto)")
@@ -68,7 +71,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="reference", help="preprocessing preset (default reference: -1000..400 HU to [-1, 1], 64^3)")
     parser.add_argument("--shape", type=int, default=None, metavar="N", help="resize volumes to N^3 voxels instead of the preset's shape")
     parser.add_argument("--splits", type=Path, default=None, metavar="FILE", help="splits.json to use (default ROOT/splits.json, else new 70/15/15 splits)")
-    parser.add_argument("--target", default="cancer", help="scan label: cancer (default) or malignant_nodule")
+    parser.add_argument(
+        "--target",
+        choices=("cancer", "malignant_nodule", "stage"),
+        default="cancer",
+        help="scan label: cancer (default) or malignant_nodule (2 classes), or stage (4 classes, "
+        "I-IV; needs --exclude-unlabeled because healthy patients have no stage)",
+    )
+    parser.add_argument(
+        "--exclude-unlabeled",
+        action="store_true",
+        help="leave out series without a label for --target instead of stopping with an error",
+    )
     parser.add_argument("--augment", action="store_true", help="augment the training split")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -118,8 +132,22 @@ def _base_config(args: argparse.Namespace) -> Any:
     return base.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _class_count(args: argparse.Namespace, base: Any) -> int:
+    """Return the number of classes of ``--target``; a ``--config`` file must not contradict it."""
+    from tunisian_lung.labels import CLASS_NAMES
+
+    count = len(CLASS_NAMES[args.target])
+    if args.config is not None and base.num_classes != count:
+        raise UsageError(
+            f"--config {args.config} sets num_classes={base.num_classes}, but --target "
+            f"{args.target} has {count} classes; remove num_classes from the file or change --target"
+        )
+    return count
+
+
 def run(args: argparse.Namespace) -> int:
     """Train every requested model and print where the results are."""
+    from tunisian_lung.errors import ConfigError, LabelError
     from tunisian_lung.training import train, write_comparison
     from tunisian_lung.training.data import prepare_run_data
 
@@ -132,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.models and args.resume:
         raise UsageError("--resume continues one run folder; use it with --model, not --models")
     base = _base_config(args)
+    num_classes = _class_count(args, base)
     # Under torchrun each process runs this command; only rank 0 prints.
     main_process = int(os.environ.get("RANK", "0")) == 0
 
@@ -139,19 +168,38 @@ def run(args: argparse.Namespace) -> int:
     for depth in depths:
         name = f"resnet{depth}"
         run_dir = args.out / name if args.models else args.out
-        config = base.replace(depth=depth, pretrained=_weights_for(args.weights, depth))
-        data = prepare_run_data(
-            args.root,
-            run_dir,
-            preset_name=args.preset,
-            shape=args.shape,
-            splits_path=args.splits,
-            seed=config.seed,
-            target=args.target,
-            augment=args.augment,
-        )
+        try:
+            config = base.replace(
+                depth=depth, pretrained=_weights_for(args.weights, depth), num_classes=num_classes
+            )
+        except ConfigError as error:
+            raise UsageError(f"--target {args.target}: {error}") from error
+        try:
+            data = prepare_run_data(
+                args.root,
+                run_dir,
+                preset_name=args.preset,
+                shape=args.shape,
+                splits_path=args.splits,
+                seed=config.seed,
+                target=args.target,
+                augment=args.augment,
+                exclude_unlabeled=args.exclude_unlabeled,
+            )
+        except LabelError as error:
+            if args.exclude_unlabeled:
+                raise
+            raise UsageError(
+                f"{error}\nRerun with --exclude-unlabeled to train on the labelled series only."
+            ) from error
         if main_process:
-            print(f"training {name} on {len(data.train)} scans, validating on {len(data.val)}", file=sys.stderr)
+            classes = ""
+            if num_classes > 2:
+                classes = f" ({num_classes} classes: {', '.join(data.context['class_names'])})"
+            print(
+                f"training {name} on {len(data.train)} scans{classes}, validating on {len(data.val)}",
+                file=sys.stderr,
+            )
         result = train(
             config,
             data.train,

@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping
 from tunisian_lung.errors import ConfigError
 from tunisian_lung.models.resnet import MEDICALNET_LAYERS
 
-__all__ = ["TrainConfig", "METRIC_NAMES", "metric_mode"]
+__all__ = ["TrainConfig", "METRIC_NAMES", "MULTICLASS_METRIC_NAMES", "metric_mode", "metric_names"]
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 Scheduler = Literal["none", "cosine", "step"]
@@ -28,6 +28,21 @@ METRIC_NAMES = (
     "specificity",
     "roc_auc",
 )
+
+# Metrics that :func:`tunisian_lung.training.metrics.multiclass_metrics` reports for a split
+# and that can select the best epoch of a run with more than two classes. Sensitivity and
+# specificity are per class there, so they are not among them.
+MULTICLASS_METRIC_NAMES = (
+    "loss",
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+)
+
+
+def metric_names(num_classes: int) -> tuple[str, ...]:
+    """Return the per-split metrics of a run with ``num_classes`` classes."""
+    return METRIC_NAMES if num_classes == 2 else MULTICLASS_METRIC_NAMES
 
 
 def metric_mode(metric: str) -> Literal["min", "max"]:
@@ -49,7 +64,9 @@ class TrainConfig:
         Local path of the pretrained weights, or ``None`` to train from random initialisation
         (an explicit choice: the trainer never falls back to it when loading fails).
     num_classes
-        Output classes; the trainer's metrics are binary, so it must be 2.
+        Output classes, at least 2. With 2 the metrics are binary (sensitivity, specificity,
+        ``threshold``). With more, a scan's label is its most probable class, and the metrics
+        are accuracy, balanced accuracy, macro one-vs-rest ROC AUC and per-class values.
     dropout
         Dropout probability before the linear head.
     epochs
@@ -77,7 +94,8 @@ class TrainConfig:
         Seed of model initialisation, shuffling, dropout and data-loader workers.
     early_stopping_metric
         Validation metric that selects the best checkpoint and drives early stopping, one of
-        :data:`METRIC_NAMES`; ``loss`` is minimised, the others maximised.
+        :data:`METRIC_NAMES` (binary) or :data:`MULTICLASS_METRIC_NAMES`; ``loss`` is
+        minimised, the others maximised.
     patience
         Stop after this many epochs without improvement; ``None`` trains every epoch.
     amp_dtype
@@ -90,6 +108,7 @@ class TrainConfig:
         DataLoader worker processes.
     threshold
         Probability of the positive class at and above which a scan is labelled positive.
+        Binary runs only: with more classes it must keep its default of 0.5.
     bootstrap_resamples
         Bootstrap resamples for the test confidence intervals.
     confidence_level
@@ -139,8 +158,8 @@ class TrainConfig:
             fail("depth", f"choose one of {sorted(MEDICALNET_LAYERS)}")
         if self.shortcut_type not in (None, "A", "B"):
             fail("shortcut_type", "use 'A', 'B' or None")
-        if self.num_classes != 2:
-            fail("num_classes", "the trainer reports binary metrics, so it must be 2")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+            fail("num_classes", "use an integer of at least 2 (2 for binary targets, 4 for stage)")
         if not 0.0 <= self.dropout < 1.0:
             fail("dropout", "use a probability in [0, 1)")
         for name in ("epochs", "batch_size", "step_size", "bootstrap_resamples"):
@@ -172,8 +191,12 @@ class TrainConfig:
                 not math.isfinite(w) or w <= 0 for w in weights
             ):
                 fail("class_weights", f"give {self.num_classes} positive finite weights")
-        if self.early_stopping_metric not in METRIC_NAMES:
-            fail("early_stopping_metric", f"choose one of {list(METRIC_NAMES)}")
+        allowed = metric_names(self.num_classes)
+        if self.early_stopping_metric not in allowed:
+            fail(
+                "early_stopping_metric",
+                f"choose one of {list(allowed)} for {self.num_classes} classes",
+            )
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             fail("patience", "use a positive number of epochs or None")
         if self.amp_dtype not in ("bfloat16", "float16", "none"):
@@ -184,6 +207,12 @@ class TrainConfig:
             fail("device", "use 'auto', 'cpu' or 'cuda'")
         if not 0.0 < self.threshold < 1.0:
             fail("threshold", "use a probability strictly between 0 and 1")
+        if self.num_classes > 2 and self.threshold != 0.5:
+            fail(
+                "threshold",
+                f"a run with {self.num_classes} classes predicts the most probable class, so "
+                "leave threshold at 0.5",
+            )
         if not 0.5 <= self.confidence_level < 1.0:
             fail("confidence_level", "use a coverage in [0.5, 1), e.g. 0.95")
 

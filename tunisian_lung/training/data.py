@@ -51,6 +51,7 @@ def prepare_run_data(
     seed: int = 0,
     target: str = "cancer",
     augment: bool = False,
+    exclude_unlabeled: bool = False,
 ) -> RunData:
     """Open a release, choose its splits and build scan-level datasets for training.
 
@@ -70,9 +71,14 @@ def prepare_run_data(
     seed
         Seed of new splits and of augmentation.
     target
-        Scan label (``cancer``: healthy 0, cancer 1).
+        Scan label: ``cancer`` (healthy 0, cancer 1), ``malignant_nodule`` (0/1) or ``stage``
+        (I..IV as 0..3; healthy patients have no stage).
     augment
         Augment the training split with the default augmentation.
+    exclude_unlabeled
+        Leave out series without a label for ``target`` (for ``stage``: healthy and unstaged
+        patients) instead of raising :class:`~tunisian_lung.errors.LabelError`. Stored in the
+        run context, so that evaluation leaves out the same series.
     """
     from tunisian_lung.dataset import open_dataset
     from tunisian_lung.splits import load_splits, make_splits
@@ -100,13 +106,22 @@ def prepare_run_data(
     logger.info("splits from %s: %s", origin, splits.counts())
 
     config = _preprocess_config(preset_name, shape)
-    train = splits.split("train").to_torch("scan", config=config, augment=augment, target=target, seed=seed)
-    val = splits.split("val").to_torch("scan", config=config, target=target, seed=seed)
+    options: dict[str, Any] = {"exclude_unlabeled": True} if exclude_unlabeled else {}
+    train = splits.split("train").to_torch(
+        "scan", config=config, augment=augment, target=target, seed=seed, **options
+    )
+    val = splits.split("val").to_torch("scan", config=config, target=target, seed=seed, **options)
     test = (
-        splits.split("test").to_torch("scan", config=config, target=target, seed=seed)
+        splits.split("test").to_torch("scan", config=config, target=target, seed=seed, **options)
         if "test" in splits.names
         else None
     )
+    for name, split_data in (("train", train), ("val", val), ("test", test)):
+        if split_data is not None and len(split_data) == 0:
+            raise TrainingError(
+                f"the {name} split has no series labelled for target {target!r} after leaving out "
+                "unlabelled series; choose another target or other splits"
+            )
     context = {
         "dataset_root": str(root),
         "task": "scan",
@@ -117,6 +132,7 @@ def prepare_run_data(
         "splits_file": SPLITS_FILE,
         "splits_source": origin,
         "augment": augment,
+        "exclude_unlabeled": exclude_unlabeled,
     }
     return RunData(train=train, val=val, test=test, context=context)
 
@@ -140,6 +156,10 @@ def datasets_from_context(
     if split not in splits.names:
         raise TrainingError(f"run {run_dir} has no split {split!r}; its splits are {list(splits.names)}")
     config = PreprocessConfig.from_dict(context["preprocess"])
+    options: dict[str, Any] = {"exclude_unlabeled": True} if context.get("exclude_unlabeled") else {}
     return splits.split(split).to_torch(
-        str(context.get("task", "scan")), config=config, target=str(context.get("target", "cancer"))
+        str(context.get("task", "scan")),
+        config=config,
+        target=str(context.get("target", "cancer")),
+        **options,
     )

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tunisian_lung.errors import TrainingError
 from tunisian_lung.models.resnet import ResNet3d
 from tunisian_lung.training import distributed
-from tunisian_lung.training.config import METRIC_NAMES, TrainConfig
-from tunisian_lung.training.metrics import binary_metrics
+from tunisian_lung.training.config import METRIC_NAMES, MULTICLASS_METRIC_NAMES, TrainConfig
+from tunisian_lung.training.metrics import binary_metrics, multiclass_metrics
 
 __all__ = [
     "EpochResult",
@@ -28,6 +28,7 @@ __all__ = [
     "predict_loader",
     "resolve_device",
     "set_backbone_frozen",
+    "split_metrics",
     "train_one_epoch",
 ]
 
@@ -134,7 +135,9 @@ def set_backbone_frozen(model: ResNet3d, frozen: bool) -> None:
 
 @dataclass
 class EpochResult:
-    probabilities: list[float]
+    """Predictions of one pass: a softmax row of ``K`` class probabilities per sample."""
+
+    probabilities: list[list[float]]
     labels: list[int]
     patient_ids: list[str]
     series_ids: list[str]
@@ -144,6 +147,11 @@ class EpochResult:
     @property
     def loss(self) -> float:
         return self.loss_sum / self.weight_sum if self.weight_sum else math.nan
+
+    @property
+    def positive_probabilities(self) -> list[float]:
+        """Probability of class 1 of every sample, the score of the binary metrics."""
+        return [row[1] for row in self.probabilities]
 
 
 def _sample_losses(
@@ -203,7 +211,7 @@ def train_one_epoch(
         else:
             optimizer.step()
 
-        probabilities = torch.softmax(logits.detach().float(), dim=1)[:, 1]
+        probabilities = torch.softmax(logits.detach().float(), dim=1)
         result.probabilities.extend(probabilities.cpu().tolist())
         result.labels.extend(labels.cpu().tolist())
         result.patient_ids.extend(_ids(batch, "patient_id", labels.numel()))
@@ -230,7 +238,7 @@ def predict_loader(
         with autocast(config, device):
             logits = model(images)
         per_sample, sample_weights = _sample_losses(logits, labels, weights)
-        result.probabilities.extend(torch.softmax(logits.float(), dim=1)[:, 1].cpu().tolist())
+        result.probabilities.extend(torch.softmax(logits.float(), dim=1).cpu().tolist())
         result.labels.extend(labels.cpu().tolist())
         result.patient_ids.extend(_ids(batch, "patient_id", labels.numel()))
         result.series_ids.extend(_ids(batch, "series_id", labels.numel()))
@@ -255,9 +263,30 @@ def gather_epoch_result(local: EpochResult) -> EpochResult:
     return merged
 
 
-def metrics_row(prefix: str, result: EpochResult, threshold: float) -> dict[str, Any]:
-    values = binary_metrics(result.labels, result.probabilities, threshold=threshold, loss=result.loss)
-    row: dict[str, Any] = {f"{prefix}_{name}": values[name] for name in METRIC_NAMES}
-    (tn, fp), (fn, tp) = values["confusion_matrix"]
-    row.update({f"{prefix}_tn": tn, f"{prefix}_fp": fp, f"{prefix}_fn": fn, f"{prefix}_tp": tp})
+def split_metrics(result: EpochResult, config: TrainConfig) -> dict[str, Any]:
+    """Return :func:`binary_metrics` of a binary run, else :func:`multiclass_metrics`."""
+    if config.num_classes == 2:
+        return binary_metrics(
+            result.labels, result.positive_probabilities, threshold=config.threshold, loss=result.loss
+        )
+    probabilities = np.asarray(result.probabilities, dtype=np.float64).reshape(-1, config.num_classes)
+    return multiclass_metrics(result.labels, probabilities, loss=result.loss)
+
+
+def metrics_row(prefix: str, result: EpochResult, config: TrainConfig) -> dict[str, Any]:
+    """Return the history columns of one split.
+
+    Binary runs get the :data:`METRIC_NAMES` and the counts ``tn``, ``fp``, ``fn``, ``tp``.
+    Runs with ``K > 2`` classes get the :data:`MULTICLASS_METRIC_NAMES` and ``recall_0`` to
+    ``recall_{K-1}``, the recall of each class.
+    """
+    values = split_metrics(result, config)
+    if config.num_classes == 2:
+        row: dict[str, Any] = {f"{prefix}_{name}": values[name] for name in METRIC_NAMES}
+        (tn, fp), (fn, tp) = values["confusion_matrix"]
+        row.update({f"{prefix}_tn": tn, f"{prefix}_fp": fp, f"{prefix}_fn": fn, f"{prefix}_tp": tp})
+        return row
+    row = {f"{prefix}_{name}": values[name] for name in MULTICLASS_METRIC_NAMES}
+    for index, recall in enumerate(values["per_class"]["recall"]):
+        row[f"{prefix}_recall_{index}"] = recall
     return row

@@ -17,6 +17,12 @@ __all__ = ["plot_training_curves", "write_run_report", "write_comparison"]
 logger = logging.getLogger(__name__)
 
 _REPORTED = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc")
+_MULTICLASS_REPORTED = ("accuracy", "balanced_accuracy", "roc_auc")
+_MULTICLASS_LABELS = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced acc. (mean recall)",
+    "roc_auc": "macro ROC AUC (one-vs-rest)",
+}
 _LABELS = {
     "loss": "loss",
     "accuracy": "accuracy",
@@ -53,6 +59,9 @@ def _with_interval(value: Any, interval: Sequence[Any] | None) -> str:
 def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Plot loss, accuracy and ROC AUC per epoch (train and validation) into a PNG file.
 
+    For runs with more than two classes (history rows with ``val_recall_0``) the last panel is
+    the macro one-vs-rest ROC AUC.
+
     The figure is drawn with matplotlib's Agg renderer without pyplot, so no display is needed
     and the caller's pyplot backend and open figures are left alone.
     """
@@ -71,7 +80,8 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: str | Path)
             axis.plot(epochs, values, style, markersize=3, label=split)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(_LABELS[metric])
+        multiclass = bool(history) and "val_recall_0" in history[0]
+        axis.set_title("macro ROC AUC" if metric == "roc_auc" and multiclass else _LABELS[metric])
         axis.grid(alpha=0.3)
         if metric != "loss":
             axis.set_ylim(-0.02, 1.02)
@@ -89,8 +99,9 @@ def _config_table(config: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _history_table(history: Sequence[Mapping[str, Any]]) -> list[str]:
-    header = ["epoch", "lr", "train loss", "train acc.", "val loss", "val acc.", "val bal. acc.", "val AUC"]
+def _history_table(history: Sequence[Mapping[str, Any]], multiclass: bool) -> list[str]:
+    auc = "val macro AUC" if multiclass else "val AUC"
+    header = ["epoch", "lr", "train loss", "train acc.", "val loss", "val acc.", "val bal. acc.", auc]
     keys = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_roc_auc"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in history:
@@ -102,7 +113,74 @@ def _history_table(history: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _is_multiclass(test: Mapping[str, Any]) -> bool:
+    return int(test.get("num_classes") or 2) > 2
+
+
+def _resamples_used(test: Mapping[str, Any]) -> str:
+    used = test.get("bootstrap_resamples_used")
+    if not used:
+        return ""
+    return (
+        f" ({used.get('balanced_accuracy')} and {used.get('roc_auc')} of "
+        f"{test.get('bootstrap_resamples')} resamples here)"
+    )
+
+
+def _multiclass_test_section(test: Mapping[str, Any]) -> list[str]:
+    metrics = test["metrics"]
+    intervals = test.get("confidence_intervals", {})
+    level = int(round(100 * float(test.get("confidence_level", 0.95))))
+    unit = test.get("bootstrap_unit", "scan")
+    count = int(test["num_classes"])
+    names = [str(name) for name in test.get("class_names") or range(count)]
+    lines = [
+        f"Checkpoint of epoch {test.get('checkpoint_epoch')}, {metrics['n']} scans, {count} classes; "
+        f"each scan is labelled with its most probable class. Intervals are {level}% percentile "
+        f"bootstrap intervals over {test.get('bootstrap_resamples')} resamples by {unit}. "
+        "Balanced accuracy and macro ROC AUC use only the resamples that contain every class of "
+        "the split" + _resamples_used(test) + ".",
+        "",
+        f"| metric | value [{level}% CI] |",
+        "|---|---|",
+        f"| loss | {_number(metrics.get('loss'))} |",
+    ]
+
+    for name in _MULTICLASS_REPORTED:
+        lines.append(
+            f"| {_MULTICLASS_LABELS[name]} | {_with_interval(metrics.get(name), intervals.get(name))} |"
+        )
+
+    per_class = metrics["per_class"]
+    lines += [
+        "",
+        "Per class (one class against the rest; n/a where a class has no scans or no predictions):",
+        "",
+        "| class | scans | recall | specificity | precision | ROC AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, name in enumerate(names):
+        cells = [
+            _number(per_class[key][index])
+            for key in ("support", "recall", "specificity", "precision", "roc_auc")
+        ]
+        lines.append(f"| {index} ({name}) | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted class):",
+        "",
+        "| | " + " | ".join(f"predicted {name}" for name in names) + " |",
+        "|---|" + "---|" * count,
+    ]
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        lines.append(f"| true {name} | " + " | ".join(str(value) for value in row) + " |")
+    return lines
+
+
 def _test_section(test: Mapping[str, Any]) -> list[str]:
+    if _is_multiclass(test):
+        return _multiclass_test_section(test)
     metrics = test["metrics"]
     intervals = test.get("confidence_intervals", {})
     level = int(round(100 * float(test.get("confidence_level", 0.95))))
@@ -150,7 +228,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     if history:
         plot_training_curves(history, root / "training_curves.png")
         lines += ["![training curves](training_curves.png)", ""]
-        lines += ["## Epochs", ""] + _history_table(history) + [""]
+        multiclass = int(config.get("num_classes") or 2) > 2
+        lines += ["## Epochs", ""] + _history_table(history, multiclass) + [""]
         if test is None:
             lines.append(f"{len(history)} epoch(s) trained; no test set was evaluated.")
             lines.append("")
@@ -162,8 +241,16 @@ def write_run_report(run_dir: str | Path) -> Path:
     return path
 
 
+def _comparison_rows(runs: Mapping[str, str | Path]) -> list[tuple[str, dict[str, Any] | None]]:
+    return [(name, _read_json(Path(run_dir) / "test_metrics.json")) for name, run_dir in runs.items()]
+
+
 def write_comparison(runs: Mapping[str, str | Path], path: str | Path) -> Path:
     """Write a Markdown table comparing the test metrics of several runs (one per model depth).
+
+    Binary runs get accuracy, balanced accuracy, sensitivity, specificity and ROC AUC. When any
+    run has more than two classes, the table shows accuracy, balanced accuracy and macro ROC
+    AUC, the metrics that every run has.
 
     Parameters
     ----------
@@ -172,21 +259,23 @@ def write_comparison(runs: Mapping[str, str | Path], path: str | Path) -> Path:
     path
         Output Markdown file.
     """
-    header = "| model | best epoch | test scans | accuracy [95% CI] | balanced acc. | sensitivity | specificity | ROC AUC [95% CI] |"
-    lines = ["# Model comparison", "", header, "|" + "---|" * 8]
-    for name, run_dir in runs.items():
-        test = _read_json(Path(run_dir) / "test_metrics.json")
+    rows = _comparison_rows(runs)
+    multiclass = any(test is not None and _is_multiclass(test) for _, test in rows)
+    if multiclass:
+        header = "| model | best epoch | test scans | accuracy [95% CI] | balanced acc. [95% CI] | macro ROC AUC [95% CI] |"
+        reported: tuple[str, ...] = _MULTICLASS_REPORTED
+    else:
+        header = "| model | best epoch | test scans | accuracy [95% CI] | balanced acc. | sensitivity | specificity | ROC AUC [95% CI] |"
+        reported = _REPORTED
+    lines = ["# Model comparison", "", header, "|" + "---|" * (3 + len(reported))]
+    for name, test in rows:
         if test is None:
-            lines.append(f"| {name} | n/a | n/a | no test metrics | | | | |")
+            lines.append(f"| {name} | n/a | n/a | no test metrics |" + " |" * (len(reported) - 1))
             continue
         metrics, intervals = test["metrics"], test.get("confidence_intervals", {})
+        cells = [_with_interval(metrics.get(metric), intervals.get(metric)) for metric in reported]
         lines.append(
-            f"| {name} | {test.get('checkpoint_epoch')} | {metrics['n']} | "
-            f"{_with_interval(metrics['accuracy'], intervals.get('accuracy'))} | "
-            f"{_with_interval(metrics['balanced_accuracy'], intervals.get('balanced_accuracy'))} | "
-            f"{_with_interval(metrics['sensitivity'], intervals.get('sensitivity'))} | "
-            f"{_with_interval(metrics['specificity'], intervals.get('specificity'))} | "
-            f"{_with_interval(metrics['roc_auc'], intervals.get('roc_auc'))} |"
+            f"| {name} | {test.get('checkpoint_epoch')} | {metrics['n']} | " + " | ".join(cells) + " |"
         )
     lines += [
         "",

@@ -1,8 +1,8 @@
 """Fine-tuning loop for MedicalNet 3D ResNets: checkpoints, exact resume, metrics, DDP.
 
 Datasets are ``torch.utils.data.Dataset`` objects whose items are dicts with ``image``
-(float32 ``(1, D, H, W)``), ``label`` (int64 scalar, 0 or 1), and optionally ``patient_id``
-and ``series_id`` (str), as :meth:`DatasetSplit.to_torch` returns them.
+(float32 ``(1, D, H, W)``), ``label`` (int64 scalar, ``0 .. num_classes - 1``), and optionally
+``patient_id`` and ``series_id`` (str), as :meth:`DatasetSplit.to_torch` returns them.
 
 Reproducibility: model initialisation, dropout and augmentation inside the trainer draw from
 torch's global generator, which :func:`train` seeds with ``config.seed`` inside
@@ -86,12 +86,50 @@ def training_labels(dataset: Dataset[Any]) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
+def _check_label_range(name: str, labels: Any, num_classes: int) -> None:
+    values = np.asarray(labels, dtype=np.int64).reshape(-1)
+    outside = sorted({int(v) for v in values if not 0 <= v < num_classes})
+    if outside:
+        raise TrainingError(
+            f"the {name} dataset has labels {outside[:5]} outside 0..{num_classes - 1} of "
+            f"num_classes={num_classes}; set TrainConfig.num_classes to the target's number of "
+            "classes (4 for stage)"
+        )
+
+
+def _check_datasets(config: TrainConfig, datasets: Mapping[str, Dataset[Any] | None]) -> None:
+    """Check class names and labels that datasets expose without loading images."""
+    for name, dataset in datasets.items():
+        if dataset is None:
+            continue
+        names = getattr(dataset, "class_names", None)
+        if names is not None and len(names) != config.num_classes:
+            raise TrainingError(
+                f"the {name} dataset has {len(names)} classes {list(names)} but "
+                f"TrainConfig.num_classes is {config.num_classes}; set num_classes={len(names)}"
+            )
+        labels = getattr(dataset, "labels", None)
+        if labels is not None:
+            _check_label_range(name, labels, config.num_classes)
+
+
+def _class_names(
+    config: TrainConfig, dataset: Dataset[Any], context: Mapping[str, Any] | None
+) -> list[str]:
+    """Return the dataset's class names, else those of ``context``, else ``"0" .. "K-1"``."""
+    for names in (getattr(dataset, "class_names", None), (context or {}).get("class_names")):
+        if names is not None and len(names) == config.num_classes:
+            return [str(name) for name in names]
+    return [str(index) for index in range(config.num_classes)]
+
+
 def _class_weights(config: TrainConfig, dataset: Dataset[Any]) -> torch.Tensor | None:
     if config.class_weights is None:
         return None
     if isinstance(config.class_weights, tuple):
         return torch.tensor(config.class_weights, dtype=torch.float32)
     labels = training_labels(dataset)
+    _check_label_range("train", labels, config.num_classes)
     counts = np.bincount(labels, minlength=config.num_classes)[: config.num_classes]
     if (counts == 0).any():
         absent = [int(c) for c in np.flatnonzero(counts == 0)]
@@ -185,8 +223,10 @@ def train(
     config
         The run's settings.
     train_ds, val_ds
-        Datasets of dicts with ``image`` float32 ``(1, D, H, W)`` and ``label`` (0/1); the
-        validation set picks the best epoch and drives early stopping.
+        Datasets of dicts with ``image`` float32 ``(1, D, H, W)`` and ``label`` (int64,
+        ``0 .. config.num_classes - 1``); the validation set picks the best epoch and drives
+        early stopping. A dataset's ``class_names`` and ``labels`` attributes, when present,
+        are checked against ``config.num_classes`` before training.
     out_dir
         Run folder; created if needed. Under DDP only rank 0 writes to it.
     test_ds
@@ -199,7 +239,7 @@ def train(
         one except ``device`` and ``num_workers``.
     context
         JSON-serialisable facts that :func:`evaluate` and :func:`predict` need later (dataset
-        root, preprocessing config, splits), written to ``run_context.json``.
+        root, preprocessing config, splits, ``class_names``), written to ``run_context.json``.
 
     Returns
     -------
@@ -209,7 +249,8 @@ def train(
     Raises
     ------
     TrainingError
-        On an empty dataset, a missing CUDA device, bad batches or a non-resumable folder.
+        On an empty dataset, labels or class names that do not match ``config.num_classes``,
+        a missing CUDA device, bad batches or a non-resumable folder.
     WeightLoadError
         If ``config.pretrained`` does not match the model.
     """
@@ -222,6 +263,7 @@ def train(
     for name, dataset in (("train", train_ds), ("validation", val_ds)):
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise TrainingError(f"the {name} dataset is empty; check the split file")
+    _check_datasets(config, {"train": train_ds, "validation": val_ds, "test": test_ds})
     dist_context = distributed.init_from_env(device.type)
     if dist_context.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_context.local_rank)
@@ -391,8 +433,8 @@ def _train_seeded(
             "head_lr": learning_rates[1],
             "frozen_backbone": frozen,
         }
-        row.update(metrics_row("train", train_pass, config.threshold))
-        row.update(metrics_row("val", val_pass, config.threshold))
+        row.update(metrics_row("train", train_pass, config))
+        row.update(metrics_row("val", val_pass, config))
         row["seconds"] = round(time.perf_counter() - started, 3)
         state.history.append(row)
 
@@ -435,7 +477,13 @@ def _train_seeded(
         loader = make_loader(test_ds, config, shuffle=False, epoch=0, context=distributed.DistributedContext(), device=device)
         test_pass = predict_loader(core, loader, config, device, weights, progress, "test")
         test_metrics, test_ci = write_evaluation(
-            files.test_metrics, files.test_predictions, test_pass, config, "test", state.best_epoch
+            files.test_metrics,
+            files.test_predictions,
+            test_pass,
+            config,
+            "test",
+            state.best_epoch,
+            class_names=_class_names(config, test_ds, context),
         )
     if main:
         from tunisian_lung.training.report import write_run_report
