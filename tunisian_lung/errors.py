@@ -23,7 +23,7 @@ class ValidationIssue:
     """One failed rule in a table or a dataset folder.
 
     ``line`` is the 1-based line number in the CSV file as a spreadsheet shows it (the header is
-    line 1, the first data row line 2). ``fix`` tells the data manager what to change.
+    line 1, the first data row line 2). ``fix`` is the change the data manager should make.
     """
 
     file: str | None
@@ -84,7 +84,7 @@ class NotAVolumeError(DicomError):
 
 
 class MultipleSeriesError(DicomError):
-    """A folder holds several series where one was expected; ``series_uids`` lists them."""
+    """A folder contains several series where one was expected; ``series_uids`` lists them."""
 
     def __init__(self, message: str, series_uids: Iterable[str] = ()) -> None:
         self.series_uids: tuple[str, ...] = tuple(series_uids)

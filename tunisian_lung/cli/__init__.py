@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = logging.WARNING
+    if verbosity == 1:
+        level = logging.INFO
+    elif verbosity >= 2:
+        level = logging.DEBUG
     package_logger = logging.getLogger("tunisian_lung")
     package_logger.setLevel(level)
     # main() may run many times in one process (tests, notebooks): add the handler only once.
