@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+#: 128 + SIGPIPE, the status a shell reports for a writer whose pipe reader exited.
+EXIT_PIPE_CLOSED = 141
 
 
 def _command_modules() -> list[str]:
@@ -93,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tunisian-lung {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`tunisian-lung info ROOT | head`). Point stdout at
+        # devnull so that the interpreter's final flush does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
 
 
 class UsageError(Exception):
