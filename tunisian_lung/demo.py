@@ -409,7 +409,8 @@ def _write_summary(
         "",
         f"- Model: 3D ResNet-10, {'fine-tuned from ' + str(weights) if weights else 'trained from scratch'}, "
         f"{train_config.epochs} epoch(s), batch size {train_config.batch_size}, learning rate "
-        f"{train_config.lr:g} (head {train_config.head_lr:g}), best epoch {demo.best_epoch}, "
+        f"{train_config.lr:g} (head {train_config.head_lr:g}), best epoch {demo.best_epoch} "
+        f"(chosen by validation {train_config.early_stopping_metric}), "
         f"device {demo.device}.",
         f"- Task: cancer (1) against healthy (0) per scan, preprocessing preset `{PRESET}`.",
         f"- Run report with per-epoch history: `{_relative(outputs.run / 'report.md', root)}`.",
