@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 
-from tunisian_lung.checks import deep_validate
+from tunisian_lung.checks import _volume_from_index, deep_validate
 from tunisian_lung.dataset import Nodule, Series, open_dataset
-from tunisian_lung.io.dicom import index_dicom_folder
+from tunisian_lung.io import dicom as dicom_module
+from tunisian_lung.io.dicom import index_dicom_folder, load_series
 from tunisian_lung.synthetic import write_synthetic_release
+
+
+@pytest.fixture(autouse=True)
+def index_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep the header index that deep validation stores out of the user's cache directory."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("TUNISIAN_LUNG_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +103,86 @@ def test_unreadable_series_reported(release: Path, tmp_path: Path) -> None:
     issues = deep_validate(_view(dataset, series=(replace(series, dicom_dir=broken),)))
     assert [issue.rule for issue in issues] == ["series_readable"]
     assert "gap" in issues[0].message
+
+
+def _count_header_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count, per file, the DICOM reads that stop before the pixel data."""
+    header_reads: Counter[str] = Counter()
+    original = dicom_module.read_dataset
+
+    def counting_read(path: Path, *, header_only: bool) -> Any:
+        if header_only:
+            header_reads[str(path)] += 1
+        return original(path, header_only=header_only)
+
+    monkeypatch.setattr(dicom_module, "read_dataset", counting_read)
+    return header_reads
+
+
+def test_deep_validation_reads_each_header_once(release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = open_dataset(release)
+    header_reads = _count_header_reads(monkeypatch)
+
+    assert deep_validate(dataset, index_cache=tmp_path / "index") == []
+    dicom_files = {str(path) for series in dataset.series for path in series.dicom_dir.rglob("*.dcm")}
+    assert set(header_reads) == dicom_files
+    assert max(header_reads.values()) == 1
+
+    header_reads.clear()
+    assert deep_validate(dataset, index_cache=tmp_path / "index") == []
+    assert sum(header_reads.values()) == 0
+
+
+def test_deep_validation_default_reuses_index(release: Path, index_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = open_dataset(release)
+    header_reads = _count_header_reads(monkeypatch)
+
+    assert deep_validate(dataset) == []
+    assert max(header_reads.values()) == 1
+    assert not index_cache_dir.exists()
+
+    for series in dataset.series:
+        index_dicom_folder(series.dicom_dir, index_cache=True)
+    header_reads.clear()
+    assert deep_validate(dataset) == []
+    assert sum(header_reads.values()) == 0
+
+
+def test_deep_validation_index_cache_false(release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = open_dataset(release)
+    for series in dataset.series:
+        index_dicom_folder(series.dicom_dir, index_cache=True)
+    header_reads = _count_header_reads(monkeypatch)
+
+    assert deep_validate(dataset, index_cache=False) == []
+    assert max(header_reads.values()) == 1
+    assert set(header_reads) == {str(path) for series in dataset.series for path in series.dicom_dir.rglob("*.dcm")}
+
+
+def test_volume_from_index_matches_load_series(release: Path) -> None:
+    dataset = open_dataset(release)
+    (info,) = index_dicom_folder(dataset.series[0].dicom_dir)
+
+    built = _volume_from_index(info)
+    loaded = load_series(info, lazy=True)
+
+    assert built is not None
+    assert built.shape == loaded.shape
+    np.testing.assert_allclose(built.spacing, loaded.spacing)
+    np.testing.assert_allclose(built.origin, loaded.origin)
+    np.testing.assert_allclose(built.direction, loaded.direction)
+    assert built.metadata["slice_files"] == loaded.metadata["slice_files"]
+    np.testing.assert_array_equal(built.array, loaded.array)
+
+
+def test_volume_from_index_rejects_problem_series(release: Path) -> None:
+    dataset = open_dataset(release)
+    (info,) = index_dicom_folder(dataset.series[0].dicom_dir)
+
+    assert _volume_from_index(replace(info, issues=("1 gap(s) of missing slices",))) is None
+    assert _volume_from_index(replace(info, modality="MR")) is None
+    assert _volume_from_index(replace(info, shape=(1, *info.shape[1:]))) is None
+    assert _volume_from_index(replace(info, spacing=None)) is None
 
 
 @pytest.mark.shared_data

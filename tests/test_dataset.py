@@ -245,15 +245,47 @@ def test_load_volume_prefers_dicom_then_nifti(release: Path, monkeypatch: pytest
 def test_series_header_picks_matching_series(release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     infos = [types.SimpleNamespace(series_uid="other"), types.SimpleNamespace(series_uid="S2a")]
     fake = types.ModuleType("tunisian_lung.io.dicom")
-    fake.index_dicom_folder = lambda folder: infos  # type: ignore[attr-defined]
+    options: list[dict[str, Any]] = []
+
+    def index_dicom_folder(folder: Path, **keywords: Any) -> list[Any]:
+        options.append(keywords)
+        return infos
+
+    fake.index_dicom_folder = index_dicom_folder  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tunisian_lung.io.dicom", fake)
     ds = open_dataset(release)
 
     assert ds.series_header("S2a") is infos[1]
+    assert options == [{"index_cache": True}]
     with pytest.raises(MultipleSeriesError, match="none has SeriesInstanceUID S1"):
         ds.series_header("S1")
     with pytest.raises(DatasetLayoutError, match="has no DICOM folder"):
         ds.series_header("S2b")
+
+
+def test_series_header_reuses_stored_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunisian_lung.io import dicom
+    from tunisian_lung.synthetic import write_synthetic_release
+
+    monkeypatch.setenv("TUNISIAN_LUNG_CACHE", str(tmp_path / "cache"))
+    root = write_synthetic_release(tmp_path / "release", patients=1, slices=8, rows=16, seed=0)
+    header_reads: list[Path] = []
+    original = dicom.read_dataset
+
+    def counting_read(path: Path, *, header_only: bool) -> Any:
+        header_reads.append(path)
+        return original(path, header_only=header_only)
+
+    monkeypatch.setattr(dicom, "read_dataset", counting_read)
+    series_id = open_dataset(root).series[0].series_id
+
+    first = open_dataset(root).series_header(series_id)
+    assert len(header_reads) == 8
+    header_reads.clear()
+    reopened = open_dataset(root).series_header(series_id)
+
+    assert header_reads == []
+    assert reopened == first
 
 
 def test_split_delegates_to_splits_module(release: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tunisian_lung import manifest as manifest_module
 from tunisian_lung.errors import DatasetLayoutError
 from tunisian_lung.manifest import (
     FileEntry,
@@ -204,3 +205,35 @@ def test_write_manifest_keeps_old_file_when_replace_fails(tmp_path: Path, monkey
 def test_file_entry_rejects_bad_digest() -> None:
     with pytest.raises(DatasetLayoutError, match="64 lower-case hexadecimal"):
         FileEntry(sha256=SHA_A.upper(), size=1)
+
+
+def test_from_dict_checks_each_path_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[object] = []
+    original = manifest_module._check_relative_path
+
+    def counting_check(path: object) -> str | None:
+        checked.append(path)
+        return original(path)
+
+    monkeypatch.setattr(manifest_module, "_check_relative_path", counting_check)
+    files = {f"dicom/P1/S1/{index}.dcm": {"sha256": SHA_A, "size": 1} for index in range(50)}
+
+    manifest = Manifest.from_dict(valid_data(files=files))
+
+    assert len(manifest.files) == 50
+    assert sorted(checked) == sorted(files)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../a.csv", "/etc/a.csv", "dicom\\a.dcm", "./a.csv", "dicom//a.dcm", "dicom/./a.dcm", "dicom/", "", "dataset.json"],
+)
+def test_invalid_path_rejected_by_both_constructors(path: str) -> None:
+    with pytest.raises(DatasetLayoutError) as parsed:
+        Manifest.from_dict(valid_data(files={path: {"sha256": SHA_A, "size": 1}}))
+    with pytest.raises(DatasetLayoutError) as constructed:
+        Manifest(name="x", version="1", license="CC0-1.0", files={path: FileEntry(sha256=SHA_A, size=1)})
+
+    problem = str(constructed.value).splitlines()[1]
+    assert f"{path!r}" in problem
+    assert problem in str(parsed.value).splitlines()

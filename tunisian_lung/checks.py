@@ -9,15 +9,19 @@ few slices to check that the intensities are plausible CT in Hounsfield units.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from tunisian_lung import layout
 from tunisian_lung.errors import TunisianLungError, ValidationIssue
 from tunisian_lung.io.volume import Volume
+
+if TYPE_CHECKING:
+    from tunisian_lung.io.dicom import SeriesInfo
 
 __all__ = ["deep_validate", "PlausibilityThresholds"]
 
@@ -49,14 +53,38 @@ def _first_line(nodules: Sequence[Any]) -> int | None:
     return min(lines) if lines else None
 
 
-def _open_header(series: Any) -> tuple[Volume, str]:
-    """Return a lazy volume of the series (header read, pixels not) and the path it came from."""
-    from tunisian_lung.io.dicom import index_dicom_folder, load_series
+def _index_folder(dicom_dir: Path, index_cache: bool | str | os.PathLike[str] | None) -> list[SeriesInfo]:
+    """Index a DICOM folder, reusing or storing its header index as :func:`deep_validate` documents."""
+    from tunisian_lung.io import _index_cache
+    from tunisian_lung.io.dicom import SeriesInfo, index_dicom_folder
+
+    if index_cache is not None:
+        return index_dicom_folder(dicom_dir, index_cache=index_cache)
+    folder = Path(dicom_dir)
+    if folder.is_dir():
+        fingerprint = _index_cache.folder_fingerprint(folder)
+        stored = _index_cache.load_entry(
+            folder, use_dicomdir=True, fingerprint=fingerprint, cache_dir=_index_cache.index_cache_dir()
+        )
+        if stored is not None:
+            return [SeriesInfo.from_dict(item) for item in stored]
+    return index_dicom_folder(folder)
+
+
+def _open_header(series: Any, index_cache: bool | str | os.PathLike[str] | None) -> tuple[Volume, str]:
+    """Return a lazy volume of the series (header read, pixels not) and the path it came from.
+
+    The volume of a DICOM series without problems is built from its index record, so its headers
+    are read once, or not at all when the stored index of an unchanged folder is reused. A series
+    whose index records a problem is read again by :func:`~tunisian_lung.io.dicom.load_series`,
+    only to raise its error, which names the slice files involved.
+    """
+    from tunisian_lung.io.dicom import load_series
     from tunisian_lung.io.nifti import read_nifti
 
     dicom_dir = getattr(series, "dicom_dir", None)
     if dicom_dir is not None:
-        infos = [info for info in index_dicom_folder(dicom_dir) if not info.is_localizer]
+        infos = [info for info in _index_folder(dicom_dir, index_cache) if not info.is_localizer]
         matching = [info for info in infos if info.series_uid == series.series_id]
         if len(matching) == 1:
             chosen = matching[0]
@@ -68,10 +96,45 @@ def _open_header(series: Any) -> tuple[Volume, str]:
                 f"{dicom_dir} contains {len(infos)} image series ({uids}) and none has SeriesInstanceUID "
                 f"{series.series_id}. Keep one series per folder, named by its SeriesInstanceUID"
             )
-        return load_series(chosen, lazy=True), str(dicom_dir)
+        volume = _volume_from_index(chosen)
+        if volume is None:
+            volume = load_series(chosen, lazy=True)
+        return volume, str(dicom_dir)
     nifti_path = getattr(series, "nifti_path", None)
     assert nifti_path is not None
     return read_nifti(nifti_path, lazy=True), str(nifti_path)
+
+
+def _volume_from_index(info: SeriesInfo) -> Volume | None:
+    """Build the lazy volume of an indexed series, or return ``None`` when loading it would fail.
+
+    The geometry equals that of ``load_series(info, lazy=True)`` with its default keywords,
+    because both sort the slices along the normal and measure the stack the same way. The index
+    lists in ``issues`` every gap, duplicate, non-uniform step, tilt and mixed image size that
+    makes ``load_series`` raise. Modality, slice count and geometry are checked here.
+    """
+    from tunisian_lung.io.dicom import load_series
+
+    if info.issues or info.modality != "CT" or info.num_slices < 2:
+        return None
+    if info.spacing is None or info.origin is None or info.direction is None:
+        return None
+    one_file_per_slice = all(frame is None for frame in info.frames)
+    metadata = {
+        "patient_id": info.patient_id,
+        "series_uid": info.series_uid,
+        "modality": info.modality,
+        "slice_files": [str(path) for path in info.files] if one_file_per_slice else None,
+        "source": f"series {info.series_uid}",
+    }
+
+    # NOTE: samples per pixel is not in the index, so a colour series is reported only when its
+    # sampled slices are read, as pixel data that cannot be read.
+    def load_pixels() -> np.ndarray:
+        return load_series(info).array
+
+    direction = np.asarray(info.direction, dtype=np.float64).reshape(3, 3)
+    return Volume(None, spacing=info.spacing, origin=info.origin, direction=direction, loader=load_pixels, shape=info.shape, metadata=metadata)
 
 
 def _sample_slices(volume: Volume, source: str, count: int) -> np.ndarray:
@@ -153,6 +216,7 @@ def deep_validate(
     *,
     progress: bool = False,
     thresholds: PlausibilityThresholds = PlausibilityThresholds(),
+    index_cache: bool | str | os.PathLike[str] | None = None,
 ) -> list[ValidationIssue]:
     """Check a dataset's annotations against its images and return every issue found.
 
@@ -167,6 +231,12 @@ def deep_validate(
         Show a tqdm bar over the series.
     thresholds:
         Limits of the plausible-CT check.
+    index_cache:
+        Use of the stored header index of each DICOM folder. ``None`` (default) reuses the index
+        stored in the user cache directory (``$TUNISIAN_LUNG_CACHE`` overrides it) when the
+        folder is unchanged, and stores nothing, so validating a temporary folder leaves no entry
+        behind. ``True`` or a folder also stores the index, as in
+        :func:`~tunisian_lung.io.dicom.index_dicom_folder`. ``False`` reads every header.
 
     Returns
     -------
@@ -176,8 +246,10 @@ def deep_validate(
 
     Notes
     -----
-    Headers of every series are read; pixel data only for ``thresholds.slices_sampled``
-    slices per DICOM series (a NIfTI volume is read whole).
+    The headers of a DICOM series without problems are read once, or not at all when the stored
+    index of an unchanged folder is reused. A series whose headers show a problem is read a
+    second time, so that its issue names the files involved. Pixel data are read only for ``thresholds.slices_sampled`` slices per
+    DICOM series (a NIfTI volume is read whole).
     """
     coordinate_space = str(getattr(dataset, "coordinate_space", layout.DEFAULT_COORDINATE_SPACE))
     annotations_file = layout.ANNOTATIONS_NAME
@@ -211,7 +283,7 @@ def deep_validate(
             )
             continue
         try:
-            volume, source = _open_header(series)
+            volume, source = _open_header(series, index_cache)
         except TunisianLungError as error:
             issues.append(
                 _issue(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -368,11 +369,14 @@ class TunisianLungDataset:
             "copy the DICOM files there or remove the series from annotations.csv"
         )
 
-    def series_header(self, series_id: str) -> Any:
+    def series_header(self, series_id: str, *, index_cache: bool | str | os.PathLike[str] = True) -> Any:
         """Index the series' DICOM folder and return its ``SeriesInfo`` (no pixel data read).
 
         When the folder contains several series, the one whose SeriesInstanceUID equals
-        ``series_id`` is returned.
+        ``series_id`` is returned. ``index_cache`` is passed to
+        :func:`~tunisian_lung.io.dicom.index_dicom_folder`: by default the header index is
+        stored in the user cache directory, so a later call on an unchanged folder reads no
+        DICOM file. ``False`` reads every header and stores nothing.
 
         Raises
         ------
@@ -389,7 +393,7 @@ class TunisianLungDataset:
                 f"series {series_id} has no DICOM folder at "
                 f"{layout.series_dicom_dir(self.root, series.patient_id, series_id)}"
             )
-        infos = list(index_dicom_folder(series.dicom_dir))
+        infos = list(index_dicom_folder(series.dicom_dir, index_cache=index_cache))
         if len(infos) == 1:
             return infos[0]
         uids = [str(getattr(info, "series_uid", getattr(info, "series_instance_uid", ""))) for info in infos]

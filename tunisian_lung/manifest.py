@@ -282,7 +282,7 @@ def _check_manifest_fields(manifest: Manifest) -> list[str]:
                 )
     if not isinstance(manifest.files, Mapping):
         problems.append(f"'files' must be an object of path -> entry, got {manifest.files!r}")
-    else:
+    elif not isinstance(manifest.files, _CheckedFiles):
         for path, entry in manifest.files.items():
             path_problem = _check_relative_path(path)
             if path_problem:
@@ -306,8 +306,10 @@ def _check_relative_path(path: Any) -> str | None:
     # for 1,000 series of 120 slices) and building a PurePosixPath per entry dominated
     # open_dataset. A path without empty, "." or ".." components is already relative and
     # normalised. Every other path takes the full check below.
-    if path != MANIFEST_NAME and all(part not in ("", ".", "..") for part in path.split("/")):
-        return None
+    if path != MANIFEST_NAME:
+        parts = path.split("/")
+        if "" not in parts and "." not in parts and ".." not in parts:
+            return None
     posix = PurePosixPath(path)
     if posix.is_absolute() or ".." in posix.parts or path != posix.as_posix():
         return (
@@ -319,17 +321,27 @@ def _check_relative_path(path: Any) -> str | None:
     return None
 
 
-def _parse_files(raw: Any) -> tuple[dict[str, FileEntry], list[str]]:
+class _CheckedFiles(dict[str, FileEntry]):
+    """Files table built by :func:`_parse_files`, whose every path and entry was already checked.
+
+    ``Manifest.__post_init__`` skips the per-file checks for this type only, so that opening a
+    release that lists 120,000 files checks each path once. Any other mapping is checked in full.
+    """
+
+
+def _parse_files(raw: Any) -> tuple[_CheckedFiles, list[str]]:
     if not isinstance(raw, Mapping):
-        return {}, [f"'files' must be an object of path -> {{sha256, size}}, got {type(raw).__name__}"]
-    files: dict[str, FileEntry] = {}
+        return _CheckedFiles(), [f"'files' must be an object of path -> {{sha256, size}}, got {type(raw).__name__}"]
+    files = _CheckedFiles()
     problems: list[str] = []
     for path, entry in raw.items():
         path_problem = _check_relative_path(path)
         if path_problem:
             problems.append(path_problem)
             continue
-        if not isinstance(entry, Mapping) or set(entry) != {"sha256", "size"}:
+        # type() before isinstance(): the Mapping ABC check is slow and JSON gives plain dicts.
+        is_mapping = type(entry) is dict or isinstance(entry, Mapping)
+        if not is_mapping or len(entry) != 2 or "sha256" not in entry or "size" not in entry:
             problems.append(
                 f"files[{path!r}] must be an object with exactly the keys 'sha256' and 'size', "
                 f"got {entry!r}"

@@ -8,6 +8,7 @@ Groups Sequence, or from the Shared Functional Groups Sequence when a frame does
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,16 @@ def _text(dataset: Dataset, keyword: str) -> str | None:
     return str(value).strip()
 
 
+def _shared(value: Any) -> str:
+    """Return ``str(value)`` interned, for a value that repeats in every file of a series."""
+    return sys.intern(str(value))
+
+
+def _shared_text(dataset: Dataset, keyword: str) -> str | None:
+    text = _text(dataset, keyword)
+    return None if text is None else sys.intern(text)
+
+
 def _number(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -118,12 +129,14 @@ def _functional_item(dataset: Dataset, frame: int, sequence: str) -> Dataset | N
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrameHeader:
     """Header values of one 2D image (one file, or one frame of a multi-frame file).
 
     ``pixel_spacing_mm`` follows DICOM PixelSpacing: (row spacing, column spacing), that is
     (y, x). ``orientation`` is ImageOrientationPatient (row cosines, then column cosines).
+    Indexing keeps one instance per file until the folder is grouped, so the class has slots
+    and the values that repeat across a series are interned strings.
     """
 
     path: Path
@@ -182,16 +195,16 @@ def frame_headers(dataset: Dataset, path: Path) -> list[FrameHeader]:
     number_of_frames = int(dataset.get("NumberOfFrames", 1) or 1)
     multi_frame = "PerFrameFunctionalGroupsSequence" in dataset or "SharedFunctionalGroupsSequence" in dataset
     frames = range(number_of_frames) if multi_frame else [None]
-    image_type = tuple(str(item).upper() for item in (dataset.get("ImageType") or ()))
+    image_type = tuple(sys.intern(str(item).upper()) for item in (dataset.get("ImageType") or ()))
     common = dict(
         path=path,
-        series_uid=str(dataset.get("SeriesInstanceUID", "")),
-        study_uid=str(dataset.get("StudyInstanceUID", "")),
-        patient_id=str(dataset.get("PatientID", "")),
-        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")),
-        sop_class_uid=str(dataset.get("SOPClassUID", "")),
+        series_uid=_shared(dataset.get("SeriesInstanceUID", "")),
+        study_uid=_shared(dataset.get("StudyInstanceUID", "")),
+        patient_id=_shared(dataset.get("PatientID", "")),
+        frame_of_reference_uid=_shared(dataset.get("FrameOfReferenceUID", "")),
+        sop_class_uid=_shared(dataset.get("SOPClassUID", "")),
         sop_instance_uid=str(dataset.get("SOPInstanceUID", "")),
-        modality=str(dataset.get("Modality", "")),
+        modality=_shared(dataset.get("Modality", "")),
         has_pixels="PixelData" in dataset or "FloatPixelData" in dataset or "Rows" in dataset,
         samples_per_pixel=int(dataset.get("SamplesPerPixel", 1) or 1),
         rows=int(dataset.get("Rows", 0) or 0),
@@ -203,11 +216,11 @@ def frame_headers(dataset: Dataset, path: Path) -> list[FrameHeader]:
         acquisition_number=_int_or_none(dataset.get("AcquisitionNumber")),
         spacing_between_slices_mm=_number(dataset.get("SpacingBetweenSlices")),
         gantry_tilt_degrees=_number(dataset.get("GantryDetectorTilt")),
-        manufacturer=_text(dataset, "Manufacturer"),
-        model=_text(dataset, "ManufacturerModelName"),
-        convolution_kernel=_text(dataset, "ConvolutionKernel"),
-        acquisition_date=_text(dataset, "AcquisitionDate") or _text(dataset, "SeriesDate"),
-        series_description=_text(dataset, "SeriesDescription"),
+        manufacturer=_shared_text(dataset, "Manufacturer"),
+        model=_shared_text(dataset, "ManufacturerModelName"),
+        convolution_kernel=_shared_text(dataset, "ConvolutionKernel"),
+        acquisition_date=_shared_text(dataset, "AcquisitionDate") or _shared_text(dataset, "SeriesDate"),
+        series_description=_shared_text(dataset, "SeriesDescription"),
     )
     headers = []
     for frame in frames:
