@@ -133,6 +133,8 @@ def replace_docs_section(title: str, section: str, *, position: str = "end") -> 
         text = head + separator + "\n" + body + rest.lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + body
+    # Sections written by other scripts may end without a blank line before the next heading.
+    text = re.sub(r"([^\n])\n(## )", r"\1\n\n\2", text)
     temporary = DOCS_PATH.with_suffix(".md.tmp")
     temporary.write_text(text.rstrip("\n") + "\n")
     temporary.replace(DOCS_PATH)

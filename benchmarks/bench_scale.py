@@ -98,7 +98,8 @@ def _step_function(step: str, root: Path, work: Path) -> Callable[[], dict[str, 
     if step == "validate_deep":
         from tunisian_lung.checks import deep_validate
 
-        return lambda: {"issues": len(deep_validate(dataset))}
+        # index_cache=False: read every header, so a stored index cannot make this step look fast.
+        return lambda: {"issues": len(deep_validate(dataset, index_cache=False))}
 
     from tunisian_lung.preprocess import PreprocessCache, preset
 
