@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,64 @@ def test_bootstrap_by_patient_is_wider_for_duplicates() -> None:
 def test_bootstrap_patient_count_mismatch_rejected() -> None:
     with pytest.raises(ValueError, match="2 patient ids for 3 samples"):
         bootstrap_ci([0, 1, 1], [0.1, 0.5, 0.9], patient_ids=["a", "b"])
+
+
+# --- warnings about small test splits ----------------------------------------------------------
+
+
+def test_warnings_small_single_class_split() -> None:
+    from tunisian_lung.training.report import sample_size_warnings
+
+    metrics = binary_metrics([1, 1, 1], [0.9, 0.8, 0.7])
+    intervals = {"accuracy": (1.0, 1.0), "specificity": (None, None), "roc_auc": (math.nan, math.nan)}
+    warnings = sample_size_warnings(metrics, intervals, ["healthy", "cancer"])
+    assert len(warnings) == 3
+    assert "Only 3 scans" in warnings[0]
+    assert "class 0 (healthy)" in warnings[1]
+    assert "specificity and ROC AUC are undefined" in warnings[1]
+    assert "balanced accuracy equals sensitivity" in warnings[1]
+    assert "intervals of accuracy have zero width" in warnings[2]
+
+
+def test_warnings_missing_positive_class() -> None:
+    from tunisian_lung.training.report import sample_size_warnings
+
+    warnings = sample_size_warnings(binary_metrics([0, 0], [0.1, 0.6]))
+    assert "class 1 was evaluated" in warnings[1]
+    assert "sensitivity and ROC AUC are undefined" in warnings[1]
+    assert "balanced accuracy equals specificity" in warnings[1]
+
+
+def test_warnings_missing_multiclass_class() -> None:
+    from tunisian_lung.training.metrics import multiclass_metrics
+    from tunisian_lung.training.report import sample_size_warnings
+
+    probabilities = np.full((4, 3), 1 / 3)
+    warnings = sample_size_warnings(multiclass_metrics([0, 1, 0, 1], probabilities), None, ["I", "II", "III"])
+    assert "class 2 (III)" in warnings[1]
+    assert "macro ROC AUC average only" in warnings[1]
+
+
+def test_no_warnings_large_two_class_split() -> None:
+    from tunisian_lung.training.report import SMALL_TEST_SCANS, sample_size_warnings
+
+    labels = np.arange(SMALL_TEST_SCANS) % 2
+    metrics = binary_metrics(labels, np.linspace(0.0, 1.0, SMALL_TEST_SCANS))
+    assert sample_size_warnings(metrics, {"accuracy": (0.6, 0.9)}) == []
+
+
+def test_run_report_shows_caution(tmp_path: Path) -> None:
+    import json
+
+    from tunisian_lung.training.report import write_comparison, write_run_report
+
+    metrics = binary_metrics([1, 1, 1], [0.9, 0.8, 0.7])
+    test = {"metrics": metrics, "confidence_intervals": {"accuracy": [1.0, 1.0]}, "checkpoint_epoch": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"depth": 10}))
+    (tmp_path / "test_metrics.json").write_text(json.dumps(test))
+    (tmp_path / "run_context.json").write_text(json.dumps({"class_names": ["healthy", "cancer"]}))
+    report = write_run_report(tmp_path).read_text()
+    assert "**Caution:** Only 3 scans" in report
+    assert "class 0 (healthy)" in report
+    comparison = write_comparison({"resnet10": tmp_path}, tmp_path / "comparison.md").read_text()
+    assert "**Caution:** Only 3 scans" in comparison

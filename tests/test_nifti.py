@@ -93,6 +93,20 @@ def test_float32_and_lazy_read(tmp_path: Path) -> None:
     assert lazy.dtype == np.float32
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_scaled_file_reads_float32(tmp_path: Path, lazy: bool) -> None:
+    # A CT stored as unsigned values plus scl_inter -1024, as some converters write it.
+    stored = np.array([0, 24, 1024, 3000], dtype=np.int16).reshape(4, 1, 1) * np.ones((1, 2, 3), np.int16)
+    image = nib.Nifti1Image(stored, np.eye(4))
+    image.header.set_slope_inter(0.5, -1024.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(image, str(path))
+    volume = read_nifti(path, lazy=lazy)
+    assert volume.dtype == np.float32
+    # The file's first axis is x, the last axis of the (z, y, x) array.
+    np.testing.assert_array_equal(volume.array[0, 0, :], [-1024.0, -1012.0, -512.0, 476.0])
+
+
 def test_load_volume_dispatches_nifti(tmp_path: Path) -> None:
     volume = Volume(np.ones((2, 2, 2), np.int16), spacing=(1, 2, 3))
     path = write_nifti(volume, tmp_path / "sub" / "v.nii.gz")

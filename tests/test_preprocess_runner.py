@@ -127,6 +127,24 @@ def test_changed_source_file_misses(tmp_path: Path) -> None:
     assert first.metadata["cache_key"] != second.metadata["cache_key"]
 
 
+def test_series_file_beside_cache(tmp_path: Path) -> None:
+    # A NIfTI file in a folder that also contains the cache, like ~/scan.nii.gz with ~/.cache.
+    from tunisian_lung.io.nifti import write_nifti
+
+    image = tmp_path / "scan.nii.gz"
+    write_nifti(chest_phantom(), image)
+    cache = PreprocessCache(tmp_path / ".cache" / "preprocess")
+    volume = preprocess_series(image, SMALL, cache=cache)
+    assert volume.shape == (16, 24, 24)
+    assert cache.info().entries == 1
+
+
+def test_series_folder_rejects_cache_inside(tmp_path: Path) -> None:
+    folder = write_dicom_series(tmp_path / "series", chest_phantom())
+    with pytest.raises(CacheError, match="inside the dataset folder"):
+        preprocess_series(folder, SMALL, cache=PreprocessCache(folder / "cache"))
+
+
 # --- the real LIDC-IDRI-0001 series ----------------------------------------------------------
 
 

@@ -310,15 +310,32 @@ def test_cli_train_evaluate_predict(
     assert context["dataset_root"] == str(root.resolve())
 
     assert main(["evaluate", str(run), "--split", "test", "--device", "cpu"]) == 0
-    output = capsys.readouterr().out
-    assert "accuracy" in output
-    assert "95% CI" in output
+    captured = capsys.readouterr()
+    assert "accuracy" in captured.out
+    assert "95% CI" in captured.out
+    assert "caution: Only" in captured.err
 
     series_dir = next(path for path in (root / "dicom").glob("*/*") if path.is_dir())
     assert main(["predict", str(run), str(series_dir), "--device", "cpu"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("probability=")
     assert "label=" in line
+
+    # A NIfTI file in the folder that also contains the cache, like ~/scan.nii.gz and ~/.cache.
+    nifti = tmp_path / "scan.nii.gz"
+    assert main(["convert", str(series_dir), str(nifti)]) == 0
+    assert main(["predict", str(run), str(nifti), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("probability=")
+
+
+def test_cli_train_help_shows_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    from tunisian_lung.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    output = capsys.readouterr().out
+    assert "95% confidence" in output
+    assert "%%" not in output
 
 
 def test_cli_rejects_unknown_model(tmp_path: Path) -> None:

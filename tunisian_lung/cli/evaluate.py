@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tunisian_lung.training import evaluate
     from tunisian_lung.training.data import datasets_from_context
     from tunisian_lung.training.inference import read_run_context
+    from tunisian_lung.training.report import sample_size_warnings
 
     if not args.run_dir.is_dir():
         raise UsageError(f"run folder {args.run_dir} not found")
@@ -45,22 +48,26 @@ def run(args: argparse.Namespace) -> int:
     dataset = datasets_from_context(args.run_dir, context, args.split, root=args.root)
     result = evaluate(args.run_dir, dataset, split=args.split, checkpoint=args.checkpoint, device=args.device)
     metrics, intervals = result["metrics"], result["confidence_intervals"]
+    names = list(getattr(dataset, "class_names", None) or context.get("class_names") or [])
+    written = json.loads((args.run_dir / f"evaluation_{args.split}.json").read_text(encoding="utf-8"))
+    level = f"{round(100 * float(written.get('confidence_level', 0.95)))}% CI"
     print(f"{args.split}: {metrics['n']} scans, {args.checkpoint} checkpoint")
     print(f"  loss               {_format(metrics['loss'])}")
     if "per_class" in metrics:
-        names = list(getattr(dataset, "class_names", None) or context.get("class_names") or [])
-        _print_multiclass(metrics, intervals, names)
-        return EXIT_OK
-    for name in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc"):
-        low, high = intervals[name]
-        print(f"  {name:<18} {_format(metrics[name])}  95% CI [{_format(low)}, {_format(high)}]")
-    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    print(f"  confusion matrix   tn={tn} fp={fp} fn={fn} tp={tp}")
+        _print_multiclass(metrics, intervals, names, level)
+    else:
+        for name in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc"):
+            low, high = intervals[name]
+            print(f"  {name:<18} {_format(metrics[name])}  {level} [{_format(low)}, {_format(high)}]")
+        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+        print(f"  confusion matrix   tn={tn} fp={fp} fn={fn} tp={tp}")
+    for warning in sample_size_warnings(metrics, intervals, names):
+        print(f"caution: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
 def _print_multiclass(
-    metrics: dict[str, Any], intervals: dict[str, tuple[float, float]], names: list[str]
+    metrics: dict[str, Any], intervals: dict[str, tuple[float, float]], names: list[str], level: str
 ) -> None:
     """Print the summary metrics, the recall of each class and the K x K confusion matrix."""
     count = int(metrics["num_classes"])
@@ -69,7 +76,7 @@ def _print_multiclass(
     for name in ("accuracy", "balanced_accuracy", "roc_auc"):
         low, high = intervals[name]
         label = "macro_roc_auc" if name == "roc_auc" else name
-        print(f"  {label:<18} {_format(metrics[name])}  95% CI [{_format(low)}, {_format(high)}]")
+        print(f"  {label:<18} {_format(metrics[name])}  {level} [{_format(low)}, {_format(high)}]")
     per_class = metrics["per_class"]
     for index, name in enumerate(names):
         print(

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a scan-level classifier (cancer vs healthy by default, or stages I-IV with "
             "--target stage) on the train split, pick the best epoch on val, and evaluate it once "
-            "on test with bootstrap 95%% confidence intervals. Writes config, history, "
+            "on test with bootstrap 95% confidence intervals. Writes config, history, "
             "checkpoints, a training-curve PNG and report.md."
         ),
     )
@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from tunisian_lung.errors import ConfigError, LabelError
     from tunisian_lung.training import train, write_comparison
     from tunisian_lung.training.data import prepare_run_data
+    from tunisian_lung.training.report import sample_size_warnings
 
     if not args.root.is_dir():
         raise UsageError(f"dataset folder {args.root} not found")
@@ -217,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
             line += f", test accuracy {result.test_metrics['accuracy']:.3f} [{low:.3f}, {high:.3f}]"
         if main_process:
             print(f"{line}; report: {run_dir / 'report.md'}")
+            if result.test_metrics is not None:
+                class_names = data.context.get("class_names")
+                for warning in sample_size_warnings(result.test_metrics, result.test_ci, class_names):
+                    print(f"caution: {warning}", file=sys.stderr)
     if args.models and main_process:
         path = write_comparison(run_dirs, args.out / "comparison.md")
         print(f"comparison: {path}")

@@ -101,16 +101,21 @@ def read_nifti(path: PathLike, *, lazy: bool = False) -> Volume:
             f"{affine_ras.tolist()}. Resample the image onto an orthogonal grid first"
         )
 
-    slope, intercept = header.get_slope_inter()
-    scaled = slope is not None and not (slope == 1 and (intercept or 0) == 0)
+    # nibabel moves scl_slope and scl_inter from the header of a loaded image into its array
+    # proxy (the header then reads NaN), so the scaling is taken from the proxy.
+    slope = float(getattr(image.dataobj, "slope", 1.0))
+    intercept = float(getattr(image.dataobj, "inter", 0.0))
+    scaled = not (slope == 1.0 and intercept == 0.0)
     zyx_shape = (shape[2], shape[1], shape[0])
 
     def load_array() -> np.ndarray:
-        data = np.asanyarray(image.dataobj)
+        if scaled:
+            # caching="unchanged" keeps nibabel from holding a second copy of the voxels.
+            data = image.get_fdata(dtype=np.float32, caching="unchanged")
+        else:
+            data = np.asanyarray(image.dataobj)
         if data.ndim == 4:
             data = data[..., 0]
-        if scaled:
-            data = data.astype(np.float32)
         return np.ascontiguousarray(np.asarray(data).transpose(2, 1, 0))
 
     metadata = {"source": str(file_path), "units": "HU"}

@@ -161,7 +161,7 @@ def preprocess_series(
     Raises
     ------
     CacheError
-        If the cache directory is inside ``source``.
+        If ``source`` is a folder and the cache directory is that folder or inside it.
     PreprocessError
         If the series cannot be preprocessed (the message names it).
     """
@@ -175,7 +175,10 @@ def preprocess_series(
     if not use_cache:
         return compute()
     cache = cache if cache is not None else PreprocessCache()
-    cache.check_outside(path if path.is_dir() else path.parent)
+    # A cache cannot be inside a single image file, and the folder beside that file (for
+    # example the home directory above ~/.cache) is not part of the source.
+    if path.is_dir():
+        cache.check_outside(path)
     identity = source_identity(path, hash_contents=hash_contents)
     return cache.get_or_create(_key_parts(identity, config, series_id), compute)
 

@@ -12,7 +12,7 @@ from typing import Any
 from tunisian_lung.errors import TrainingError
 from tunisian_lung.training._files import save_figure_atomic, write_text_atomic
 
-__all__ = ["plot_training_curves", "write_run_report", "write_comparison"]
+__all__ = ["SMALL_TEST_SCANS", "plot_training_curves", "sample_size_warnings", "write_run_report", "write_comparison"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,88 @@ _LABELS = {
     "specificity": "specificity",
     "roc_auc": "ROC AUC",
 }
+
+
+#: Below this many evaluated scans, reports and the command line warn that the metrics rest on
+#: too few scans, because percentile bootstrap intervals tend to be too narrow for small
+#: samples. 30 is the usual rule of thumb, not a limit measured for this library.
+SMALL_TEST_SCANS = 30
+
+
+def _defined(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def sample_size_warnings(
+    metrics: Mapping[str, Any],
+    intervals: Mapping[str, Sequence[Any]] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Return sentences that warn when test metrics rest on too few scans to be trusted.
+
+    Three cases are reported: fewer than :data:`SMALL_TEST_SCANS` scans, a class without scans
+    (so some metrics are undefined or average fewer classes), and bootstrap intervals of zero
+    width (every resample gave the same value). An empty list means none applies.
+
+    Parameters
+    ----------
+    metrics
+        Output of :func:`~tunisian_lung.training.binary_metrics` or
+        :func:`~tunisian_lung.training.multiclass_metrics` (``n`` and ``confusion_matrix``
+        are read).
+    intervals
+        Metric name to ``(low, high)``, as in ``test_metrics.json``.
+    class_names
+        Name of each class, index = label; class indices are used when missing.
+    """
+    messages: list[str] = []
+    count = int(metrics.get("n") or 0)
+    if count < SMALL_TEST_SCANS:
+        messages.append(
+            f"Only {count} scans were evaluated, fewer than {SMALL_TEST_SCANS}, so these metrics can "
+            "change a lot with a few scans more or less, and percentile bootstrap intervals from "
+            "so few scans tend to be too narrow."
+        )
+
+    matrix = metrics.get("confusion_matrix") or []
+    support = [sum(int(value) for value in row) for row in matrix]
+    names = [str(name) for name in class_names or []]
+    if len(names) != len(support):
+        names = [str(index) for index in range(len(support))]
+    missing = [
+        f"{index} ({names[index]})" if names[index] != str(index) else str(index)
+        for index, size in enumerate(support)
+        if size == 0
+    ]
+    if missing and count:
+        listed = ", ".join(missing)
+        if len(support) == 2:
+            # Without negatives specificity is undefined, and without positives sensitivity is.
+            undefined, remaining = ("specificity", "sensitivity") if support[0] == 0 else ("sensitivity", "specificity")
+            messages.append(
+                f"No scan of class {listed} was evaluated, so {undefined} and ROC AUC are undefined "
+                f"(n/a) and balanced accuracy equals {remaining}."
+            )
+        else:
+            subject = "that class" if len(missing) == 1 else "those classes"
+            messages.append(
+                f"No scan of class {listed} was evaluated, so the recall and ROC AUC of {subject} "
+                "are undefined (n/a), and balanced accuracy and macro ROC AUC average only the "
+                "classes that were evaluated."
+            )
+
+    zero_width = sorted(
+        name
+        for name, bounds in (intervals or {}).items()
+        if bounds and len(bounds) == 2 and all(_defined(bound) for bound in bounds)
+        and float(bounds[0]) == float(bounds[1])
+    )
+    if zero_width:
+        messages.append(
+            f"The intervals of {', '.join(zero_width)} have zero width because every bootstrap resample "
+            "gave the same value. With few scans, that does not mean the value is certain."
+        )
+    return messages
 
 
 def _read_json(path: Path) -> Any:
@@ -134,7 +216,7 @@ def _multiclass_test_section(test: Mapping[str, Any]) -> list[str]:
     unit = test.get("bootstrap_unit", "scan")
     count = int(test["num_classes"])
     names = [str(name) for name in test.get("class_names") or range(count)]
-    lines = [
+    lines = _caution_lines(test) + [
         f"Checkpoint of epoch {test.get('checkpoint_epoch')}, {metrics['n']} scans, {count} classes; "
         f"each scan is labelled with its most probable class. Intervals are {level}% percentile "
         f"bootstrap intervals over {test.get('bootstrap_resamples')} resamples by {unit}. "
@@ -178,6 +260,15 @@ def _multiclass_test_section(test: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _caution_lines(test: Mapping[str, Any]) -> list[str]:
+    messages = sample_size_warnings(
+        test["metrics"], test.get("confidence_intervals"), test.get("class_names")
+    )
+    if not messages:
+        return []
+    return ["**Caution:** " + " ".join(messages), ""]
+
+
 def _test_section(test: Mapping[str, Any]) -> list[str]:
     if _is_multiclass(test):
         return _multiclass_test_section(test)
@@ -185,7 +276,7 @@ def _test_section(test: Mapping[str, Any]) -> list[str]:
     intervals = test.get("confidence_intervals", {})
     level = int(round(100 * float(test.get("confidence_level", 0.95))))
     unit = test.get("bootstrap_unit", "scan")
-    lines = [
+    lines = _caution_lines(test) + [
         f"Checkpoint of epoch {test.get('checkpoint_epoch')}, {metrics['n']} scans, threshold "
         f"{test.get('threshold')}. Intervals are {level}% percentile bootstrap intervals over "
         f"{test.get('bootstrap_resamples')} resamples by {unit}.",
@@ -222,7 +313,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     history = _read_json(root / "history.json") or []
     if config is None:
         raise TrainingError(f"{root} has no config.json; it is not a training run folder")
-    test = _read_json(root / "test_metrics.json")
+    test = _with_class_names(_read_json(root / "test_metrics.json"), root)
 
     lines = [f"# Training report: resnet{config.get('depth')}", ""]
     if history:
@@ -241,8 +332,21 @@ def write_run_report(run_dir: str | Path) -> Path:
     return path
 
 
+def _with_class_names(test: dict[str, Any] | None, root: Path) -> dict[str, Any] | None:
+    """Add the class names of ``run_context.json`` to binary test metrics, which lack them."""
+    if test is None or test.get("class_names"):
+        return test
+    context = _read_json(root / "run_context.json")
+    if isinstance(context, dict) and context.get("class_names"):
+        return {**test, "class_names": context["class_names"]}
+    return test
+
+
 def _comparison_rows(runs: Mapping[str, str | Path]) -> list[tuple[str, dict[str, Any] | None]]:
-    return [(name, _read_json(Path(run_dir) / "test_metrics.json")) for name, run_dir in runs.items()]
+    return [
+        (name, _with_class_names(_read_json(Path(run_dir) / "test_metrics.json"), Path(run_dir)))
+        for name, run_dir in runs.items()
+    ]
 
 
 def write_comparison(runs: Mapping[str, str | Path], path: str | Path) -> Path:
@@ -260,12 +364,20 @@ def write_comparison(runs: Mapping[str, str | Path], path: str | Path) -> Path:
         Output Markdown file.
     """
     rows = _comparison_rows(runs)
-    multiclass = any(test is not None and _is_multiclass(test) for _, test in rows)
+    tests = [test for _, test in rows if test is not None]
+    multiclass = any(_is_multiclass(test) for test in tests)
+    level = int(round(100 * float(tests[0].get("confidence_level", 0.95)))) if tests else 95
     if multiclass:
-        header = "| model | best epoch | test scans | accuracy [95% CI] | balanced acc. [95% CI] | macro ROC AUC [95% CI] |"
+        header = (
+            f"| model | best epoch | test scans | accuracy [{level}% CI] | balanced acc. [{level}% CI] "
+            f"| macro ROC AUC [{level}% CI] |"
+        )
         reported: tuple[str, ...] = _MULTICLASS_REPORTED
     else:
-        header = "| model | best epoch | test scans | accuracy [95% CI] | balanced acc. | sensitivity | specificity | ROC AUC [95% CI] |"
+        header = (
+            f"| model | best epoch | test scans | accuracy [{level}% CI] | balanced acc. | sensitivity "
+            f"| specificity | ROC AUC [{level}% CI] |"
+        )
         reported = _REPORTED
     lines = ["# Model comparison", "", header, "|" + "---|" * (3 + len(reported))]
     for name, test in rows:
@@ -280,10 +392,16 @@ def write_comparison(runs: Mapping[str, str | Path], path: str | Path) -> Path:
     lines += [
         "",
         "Intervals are percentile bootstrap intervals resampled by patient when patient ids are "
-        "known. With a test split of about 19 patients, intervals of width 0.2 or more are "
-        "expected; differences between depths inside overlapping intervals are not evidence.",
+        "known. With about 20 test patients, intervals of width 0.2 or more are expected. "
+        "Differences between depths inside overlapping intervals are not evidence.",
         "",
     ]
+    if tests:
+        # The runs of one `train --models` call share their test split, so the first run stands
+        # for all of them.
+        messages = sample_size_warnings(tests[0]["metrics"], None, tests[0].get("class_names"))
+        if messages:
+            lines += ["**Caution:** " + " ".join(messages), ""]
     target = Path(path)
     write_text_atomic(target, "\n".join(lines))
     return target
