@@ -402,3 +402,22 @@ def test_spawn_workers_follow_set_epoch(synthetic_release):
         expected = torch.stack([scans[index]["image"] for index in range(len(scans))])
         loaded = torch.cat([batch["image"] for batch in loader])
         assert torch.equal(loaded, expected)
+
+
+def test_scan_default_augmentation_keeps_orientation():
+    # Whole scans must not be turned upside down: the default keeps the table at the back.
+    from tunisian_lung.torch_data import scan_augmentation
+
+    augmentation = scan_augmentation()
+
+    assert augmentation.flip_axes == (2,)
+    assert augmentation.rot90_probability == 0.0
+    assert 0.0 < augmentation.max_rotation_degrees <= 15.0
+
+
+def test_nodule_default_augmentation_is_full():
+    from tunisian_lung.preprocess import Augmentation
+    from tunisian_lung.torch_data import _resolve_augmentation
+
+    assert _resolve_augmentation(True, whole_scan=False) == Augmentation()
+    assert _resolve_augmentation(True, whole_scan=True) != Augmentation()

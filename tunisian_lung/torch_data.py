@@ -118,13 +118,26 @@ def _split_nodules(source: Any) -> tuple[Any, tuple[Any, ...], tuple[Any, ...]]:
 # --- shared machinery of both datasets --------------------------------------------------------
 
 
-def _resolve_augmentation(augment: Any) -> "Augmentation | None":
+def scan_augmentation() -> "Augmentation":
+    """Return the default augmentation of whole scans: left-right flips and rotations of up to
+    10 degrees in the axial plane.
+
+    Whole scans keep their anterior-posterior and superior-inferior direction (the table stays
+    at the back), so front-back flips and 90-degree turns, which no real scan shows, are left out.
+    Nodule patches have no such orientation and use the full default ``Augmentation()``.
+    """
+    from tunisian_lung.preprocess import Augmentation
+
+    return Augmentation(flip_axes=(2,), rot90_probability=0.0, max_rotation_degrees=10.0)
+
+
+def _resolve_augmentation(augment: Any, *, whole_scan: bool) -> "Augmentation | None":
     if augment is None or augment is False:
         return None
     from tunisian_lung.preprocess import Augmentation
 
     if augment is True:
-        return Augmentation()
+        return scan_augmentation() if whole_scan else Augmentation()
     if isinstance(augment, Augmentation):
         return augment
     raise ConfigError(f"augment must be None, False, True or an Augmentation, got {augment!r}")
@@ -208,8 +221,8 @@ class ScanDataset(_SeededDataset):
     cache:
         :class:`~tunisian_lung.preprocess.PreprocessCache`; ``None`` uses the default cache.
     augment:
-        ``None``/``False`` (default), ``True`` for the default
-        :class:`~tunisian_lung.preprocess.Augmentation`, or an ``Augmentation``.
+        ``None``/``False`` (default), ``True`` for :func:`scan_augmentation` (left-right flips
+        and small axial rotations), or an :class:`~tunisian_lung.preprocess.Augmentation`.
     seed:
         Seed of the augmentation generators.
     exclude_unlabeled:
@@ -220,7 +233,8 @@ class ScanDataset(_SeededDataset):
     * ``image``: float32 tensor ``(1, D, H, W)``, axes z, y, x, normalised as the config says.
     * ``label``: int64 scalar tensor.
     * ``patient_id``, ``series_id``: strings.
-    * ``spacing``: float64 tensor ``(3,)``, the preprocessed voxel size in mm along x, y, z.
+    * ``spacing``: float64 tensor ``(3,)``, the preprocessed voxel size in mm along x, y, z,
+      before augmentation (a 90-degree turn in the axial plane swaps the x and y sizes).
     * ``index``: the sample index (int).
     """
 
@@ -241,7 +255,7 @@ class ScanDataset(_SeededDataset):
         self.target = target
         self.config = _resolve_config(config, "reference")
         self.cache = cache
-        self.augmentation = _resolve_augmentation(augment)
+        self.augmentation = _resolve_augmentation(augment, whole_scan=True)
         self.records: tuple[ScanRecord, ...] = tuple(
             scan_records(dataset, series, target=target, exclude_unlabeled=exclude_unlabeled)
         )
@@ -325,7 +339,9 @@ class NoduleDataset(_SeededDataset):
         voxels whose distance to every annotated nodule centre is more than the nodule radius
         plus half the patch diagonal. Requires ``normalisation="window"`` in the config.
     cache, augment, seed:
-        As for :class:`ScanDataset`. The seed also fixes the negative centres, which stay the
+        As for :class:`ScanDataset`, except that ``augment=True`` means the full default
+        :class:`~tunisian_lung.preprocess.Augmentation` (flips in-plane and 90-degree turns),
+        because a patch has no anatomical up. The seed also fixes the negative centres, which stay the
         same in every epoch.
     exclude_unlabeled:
         Leave out nodules without a class instead of raising :class:`LabelError`.
@@ -338,7 +354,8 @@ class NoduleDataset(_SeededDataset):
     * ``center_xyz_mm``: float64 ``(3,)``, the patch centre (LPS, mm).
     * ``diameter_mm``: float64 scalar, 0 for negatives.
     * ``patient_id``, ``series_id``: strings.
-    * ``spacing``: float64 ``(3,)``, the patch voxel size in mm along x, y, z.
+    * ``spacing``: float64 ``(3,)``, the patch voxel size in mm along x, y, z, before
+      augmentation.
     * ``index``: the sample index (int).
     """
 
@@ -361,7 +378,7 @@ class NoduleDataset(_SeededDataset):
         self.dataset = _series_index(dataset)
         self.config = _resolve_config(config, "lung-crop-1.5mm")
         self.cache = cache
-        self.augmentation = _resolve_augmentation(augment)
+        self.augmentation = _resolve_augmentation(augment, whole_scan=False)
         size = np.broadcast_to(np.asarray(patch_size_mm, dtype=np.float64), (3,))
         if not np.all(np.isfinite(size)) or np.any(size <= 0):
             raise ConfigError(f"patch_size_mm must be positive and finite, got {patch_size_mm!r}")
