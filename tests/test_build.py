@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -242,6 +243,24 @@ def test_build_reports_nodule_outside_volume(export: Path, tmp_path: Path) -> No
     assert caught.value.issues[0].line == rows.index(target) + 2
 
 
+def test_build_deid_errors_name_inputs(export: Path, tmp_path: Path) -> None:
+    # The error once named the staged annotations.csv and the remapped SeriesInstanceUID.
+    rows = _rows(export / "annotations.csv")
+    target = next(row for row in rows if row["nodule_present"] == "1")
+    target["coordZ"] = "900"
+    table = tmp_path / "hospital_annotations.csv"
+    with table.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValidationError, match="lies outside") as caught:
+        build_release(export / "raw", table, out=tmp_path / "release", deidentify=True)
+    issue = caught.value.issues[0]
+    assert issue.file == str(table)
+    assert issue.line == rows.index(target) + 2
+    assert issue.message.endswith(f"series {target['series_id']}")
+
+
 def test_cli_build_and_audit(export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "release"
     code = main([
@@ -364,3 +383,59 @@ def test_rewrite_identifiers_keeps_excel_style(tmp_path: Path) -> None:
     ]
     with pytest.raises(PackagingError, match="line 3: patient_id 'P2' has no pseudonym"):
         rewrite_identifiers(source, target, patient_ids={"P1": "TL-0001"}, series_ids={"1.2.3": "2.25.1", "1.2.4": "2.25.2"})
+
+
+def test_card_histogram_whole_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Four ages in three bins once gave y ticks at 0.5, 1.5 patients and the label "count".
+    from matplotlib.figure import Figure
+
+    from tunisian_lung.packaging.card import _histogram
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(figure: Figure, *args: Any, **kwargs: Any) -> None:
+        saved.append(figure)
+        original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    assert _histogram(tmp_path / "age.png", [54, 56, 58, 67], title="Age at scan", xlabel="age (years)", ylabel="patients")
+    axes = saved[0].axes[0]
+    assert axes.get_ylabel() == "patients"
+    ticks = [float(tick) for tick in axes.get_yticks()]
+    assert all(tick.is_integer() for tick in ticks), ticks
+
+
+def test_rewrite_identifiers_header_after_blank_rows(tmp_path: Path) -> None:
+    # The schema reader skips blank lines and empty-cell rows above the header, so the rewrite
+    # must too. It once took the blank first line as the header and left every id unchanged.
+    from tunisian_lung.packaging.tables import rewrite_identifiers
+
+    source = tmp_path / "raw.csv"
+    source.write_text('\n;;\n"patient_id";series_id;coordX\nP1;1.2.3;-12,5\n', encoding="utf-8")
+    target = tmp_path / "release.csv"
+    rewrite_identifiers(source, target, patient_ids={"P1": "TL-0001"}, series_ids={"1.2.3": "2.25.1"})
+    assert target.read_text(encoding="utf-8").splitlines() == [
+        "",
+        ";;",
+        "patient_id;series_id;coordX",
+        "TL-0001;2.25.1;-12,5",
+    ]
+    with pytest.raises(PackagingError, match="line 4: patient_id 'P1' has no pseudonym"):
+        rewrite_identifiers(source, target, patient_ids={}, series_ids={"1.2.3": "2.25.1"})
+
+
+def test_build_rejects_map_without_key(export: Path, tmp_path: Path) -> None:
+    # A lost key was once replaced in silence, which changed every date shift and UID.
+    out = tmp_path / "release"
+    map_path = tmp_path / "private" / "map.csv"
+    build_release(export / "raw", export / "annotations.csv", out=out, deidentify=True, pseudonym_map=map_path)
+    map_before = map_path.read_bytes()
+    (tmp_path / "private" / "map.key").unlink()
+
+    with pytest.raises(PackagingError, match="release key .*map.key is missing"):
+        build_release(export / "raw", export / "annotations.csv", out=out, deidentify=True, pseudonym_map=map_path)
+
+    assert map_path.read_bytes() == map_before
+    assert not (tmp_path / "private" / "map.key").exists()
+    assert verify(out).ok

@@ -182,5 +182,22 @@ def test_info_invalid_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["info", str(root), "--no-validate"]) == EXIT_OK
 
 
+def test_info_takes_lenient_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # info once lacked the options that the fix of each of these issues names.
+    root = make_root(tmp_path)
+    (root / "annotations.csv").write_text(HEADER + ",comment\nP1,S1,1,2,3,4,,1,IIIA,seen twice\n", encoding="utf-8")
+    assert main(["info", str(root)]) == EXIT_PROBLEM
+    err = capsys.readouterr().err
+    for option in ("--allow-unlabelled", "--collapse-substages", "--allow-extra-columns"):
+        assert option in err
+
+    code = main(["info", str(root), "--allow-unlabelled", "--collapse-substages", "--allow-extra-columns"])
+
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_OK
+    assert ["III", "1"] in lines
+    assert ["nodule", "labels", "0", "malignant,", "0", "benign,", "1", "unlabelled"] in lines
+
+
 def test_info_missing_folder(tmp_path: Path) -> None:
     assert main(["info", str(tmp_path / "absent")]) == EXIT_USAGE

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tunisian_lung.cli import EXIT_OK, EXIT_USAGE, main
 from tunisian_lung.errors import ChecksumMismatchError, FetchError, UnsafeArchiveError
 from tunisian_lung.packaging.fetch import extract_archive, fetch
 
@@ -272,3 +273,20 @@ def test_cli_fetch(server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "ChecksumMismatchError" in capsys.readouterr().err
     assert not (tmp_path / "other.bin").exists()
     assert main(["fetch", "ftp://example.invalid/x", str(tmp_path)]) == 2
+
+
+def test_fetch_dest_with_trailing_slash_is_folder(server, tmp_path: Path) -> None:
+    # "downloads/" once became a file named downloads, because Path() drops the slash.
+    server.files["/data.bin"] = PAYLOAD
+    path = fetch(_url(server, "/data.bin"), f"{tmp_path}/library/", backoff=0)
+    assert path == tmp_path / "library" / "data.bin"
+    assert path.read_bytes() == PAYLOAD
+
+    assert main(["fetch", _url(server, "/data.bin"), f"{tmp_path}/cli/", "--no-progress"]) == EXIT_OK
+    assert (tmp_path / "cli" / "data.bin").read_bytes() == PAYLOAD
+
+
+def test_cli_fetch_invalid_sha256_is_usage_error(server, tmp_path: Path) -> None:
+    server.files["/data.bin"] = PAYLOAD
+    assert main(["fetch", _url(server, "/data.bin"), str(tmp_path), "--sha256", "XYZ"]) == EXIT_USAGE
+    assert server.requests == []

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tunisian_lung.cli import EXIT_OK, main
+from tunisian_lung.cli import EXIT_OK, EXIT_PROBLEM, main
 from tunisian_lung.errors import SourceImportError
 from tunisian_lung.importers.luna16 import import_luna16, read_luna16_csv
 from tunisian_lung.io.metaimage import write_metaimage
@@ -163,3 +163,16 @@ def test_nothing_found_on_disk(tmp_path: Path) -> None:
     with pytest.raises(SourceImportError, match="no series named"):
         import_luna16(annotations_csv, images, tmp_path / "release")
     assert not (tmp_path / "release").exists()
+
+
+def test_cli_names_allow_unlabelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # LUNA16 has no malignancy labels, so plain `validate` rejects the release it imports.
+    pytest.importorskip("tunisian_lung.io.nifti", reason="tunisian_lung.io.nifti writes the converted volumes")
+    images = tmp_path / "images"
+    _write_volume(images, "1.2.840.1")
+    annotations_csv, _ = _write_csvs(tmp_path)
+    out = tmp_path / "release"
+    assert main(["import", "luna16", "--annotations", str(annotations_csv), "--images", str(images), "--out", str(out), "--no-progress"]) == EXIT_OK
+    assert "1 of 1 nodule rows have no malignancy label" in capsys.readouterr().out
+    assert main(["validate", str(out)]) == EXIT_PROBLEM
+    assert main(["validate", str(out), "--allow-unlabelled"]) == EXIT_OK

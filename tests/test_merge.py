@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from tunisian_lung.synthetic import write_synthetic_release
 
 @pytest.fixture(scope="module")
 def two_sites(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two small synthetic releases written with one seed, so their patient and series ids collide."""
+    """Two small synthetic releases whose patient ids collide (``SYN-0001``) but whose scans differ."""
     folder = tmp_path_factory.mktemp("sites")
     first = write_synthetic_release(folder / "tunis", patients=3, seed=1, slices=8, rows=16)
-    second = write_synthetic_release(folder / "sfax", patients=2, seed=1, slices=8, rows=16)
+    second = write_synthetic_release(folder / "sfax", patients=2, seed=3, slices=8, rows=16)
     return first, second
 
 
@@ -34,6 +35,40 @@ def test_colliding_ids_rejected(two_sites: tuple[Path, Path], tmp_path: Path) ->
         merge_releases(two_sites, tmp_path / "merged", site_names=["tunis", "sfax"])
     assert "patient_id 'SYN-0001'" in str(error.value)
     assert not (tmp_path / "merged").exists()
+
+
+def test_same_scan_in_two_sites_rejected(tmp_path: Path) -> None:
+    # One seed gives both releases the same SeriesInstanceUIDs: the same scans at two sites.
+    first = write_synthetic_release(tmp_path / "lidc", patients=1, seed=5, slices=8, rows=16)
+    second = write_synthetic_release(tmp_path / "luna16", patients=1, seed=5, slices=8, rows=16)
+    series_id = _read(first / "annotations.csv")["series_id"].iloc[0]
+    for prefixes in (None, ["a-", "b-"]):
+        with pytest.raises(SourceImportError, match="same SeriesInstanceUID") as error:
+            merge_releases([first, second], tmp_path / "merged", prefixes=prefixes)
+        assert series_id in str(error.value)
+        assert "sites 'lidc' and 'luna16'" in str(error.value)
+    assert not (tmp_path / "merged").exists()
+
+
+def test_same_non_uid_series_id_needs_prefix(two_sites: tuple[Path, Path], tmp_path: Path) -> None:
+    # Series ids that are not DICOM UIDs, such as S1, name scans only within one site.
+    copies = []
+    for source in two_sites:
+        copy = tmp_path / source.name
+        shutil.copytree(source, copy)
+        table = _read(copy / "annotations.csv")
+        renamed = {old: f"S{index}" for index, old in enumerate(dict.fromkeys(table["series_id"]), start=1)}
+        for old, new in renamed.items():
+            patient = table.loc[table["series_id"] == old, "patient_id"].iloc[0]
+            (copy / "dicom" / patient / old).rename(copy / "dicom" / patient / new)
+        table["series_id"] = table["series_id"].map(renamed)
+        table.to_csv(copy / "annotations.csv", index=False)
+        copies.append(copy)
+    with pytest.raises(SourceImportError, match="collide between sites") as error:
+        merge_releases(copies, tmp_path / "plain", site_names=["tunis", "sfax"])
+    assert "series_id 'S1'" in str(error.value)
+    report = merge_releases(copies, tmp_path / "prefixed", prefixes=["tn-", "sf-"], site_names=["tunis", "sfax"])
+    assert report.series == 5
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +187,29 @@ def test_cli_merge(two_sites: tuple[Path, Path], tmp_path: Path, capsys: pytest.
     )
     assert code == EXIT_OK
     assert "5 patients" in capsys.readouterr().out
+
+
+def test_excel_style_tables_merged(two_sites: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A built release keeps the hospital's ';' table; merge once read it with ',' and raised KeyError.
+    monkeypatch.setattr("tunisian_lung.importers.merge._write_card_if_available", lambda root: False)
+    hospital = tmp_path / "hospital"
+    shutil.copytree(two_sites[0], hospital)
+    for name, renamed in (("annotations.csv", {"patient_id": "Patient ID", "diameter_mm": "Diameter (mm)"}), ("clinical.csv", {"patient_id": "Patient ID"})):
+        table = _read(hospital / name).rename(columns=renamed)
+        for column in ("coordX", "coordY", "coordZ", "Diameter (mm)", "age"):
+            if column in table.columns:
+                table[column] = table[column].str.replace(".", ",", regex=False)
+        text = "\n" + table.to_csv(sep=";", index=False)
+        (hospital / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+
+    out = tmp_path / "merged"
+    merge_releases([hospital, two_sites[1]], out, prefixes=["tn-", "sf-"], site_names=["tunis", "sfax"])
+
+    merged = _read(out / "annotations.csv")
+    tunis = merged[merged["site"] == "tunis"].reset_index(drop=True)
+    source = _read(two_sites[0] / "annotations.csv")
+    assert tunis["patient_id"].tolist() == ("tn-" + source["patient_id"]).tolist()
+    assert tunis["coordX"].tolist() == source["coordX"].tolist()
+    assert tunis["diameter_mm"].tolist() == source["diameter_mm"].tolist()
+    assert len(_read(out / "clinical.csv")) == 5
+    assert len(open_dataset(out).patients) == 5

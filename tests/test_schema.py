@@ -115,6 +115,28 @@ def test_trailing_empty_columns_are_accepted(tmp_path: Path) -> None:
     assert read_annotations(path)["patient_id"].tolist() == ["P1"]
 
 
+def test_excel_separator_directive_named(tmp_path: Path) -> None:
+    # A "sep=;" first line once gave nine missing_column issues and no word about the directive.
+    path = write(tmp_path, "annotations.csv", "\n" + "sep=;\n" + ANNOTATION_HEADER.replace(",", ";") + "\nP1;S1;1;2;3;4;0;1;\n")
+
+    issue = only_issue(validate_tables(path).issues)
+
+    assert issue.rule == "header"
+    assert issue.line == 2
+    assert issue.value == "sep=;"
+    assert "delete this line" in issue.fix
+
+
+def test_quoted_decimal_comma_fix_names_the_mark(tmp_path: Path) -> None:
+    path = annotations_csv(tmp_path, 'P1,S1,"1,5",2,3,4,0,1,')
+
+    issue = only_issue(validate_tables(path).issues)
+
+    assert issue.rule == "number"
+    assert issue.value == "1,5"
+    assert "use '.' as decimal mark in a comma-separated file" in issue.fix
+
+
 def test_row_with_wrong_field_count(tmp_path: Path) -> None:
     path = annotations_csv(tmp_path, "P1,S1,1,2,3,4,0,1,,extra")
 
@@ -212,11 +234,17 @@ def test_normalize_header_examples() -> None:
         ("STAGE  III", "III"),
         ("2", "II"),
         ("Stage 4", "IV"),
+        ("Stade III", "III"),
+        ("stade 1", "I"),
         ("Stage V", None),
         ("0", None),
         ("IIIA", None),
         ("IB2", None),
         ("3b", None),
+        ("III A", None),
+        ("III--A", None),
+        ("II AB", None),
+        ("IA4", None),
         ("early", None),
     ],
 )
@@ -224,7 +252,10 @@ def test_normalize_stage(text: str, expected: str | None) -> None:
     assert normalize_stage(text) == expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("IIIA", "III"), ("IB2", "I"), ("Stage 3b", "III"), ("IVA", "IV")])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("IIIA", "III"), ("IB2", "I"), ("Stage 3b", "III"), ("IVA", "IV"), ("III A", "III"), ("Stage III-A", "III"), ("ii b1", "II"), ("IA3", "I")],
+)
 def test_substages_collapse_only_when_asked(text: str, expected: str) -> None:
     assert normalize_stage(text, collapse_substages=True) == expected
     assert normalize_stage(text) is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import re
 
 from tunisian_lung.cli import EXIT_OK, UsageError
 
@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("url", metavar="URL", help="HTTP or HTTPS address of the file")
-    parser.add_argument("dest", metavar="DEST", type=Path, help="target file or folder")
+    parser.add_argument(
+        "dest", metavar="DEST", help="target file, or folder (an existing one, or a name ending with '/', which is created)"
+    )
     parser.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the file (64 hexadecimal characters)")
     parser.add_argument("--extract", action="store_true", help="extract a zip or tar archive into DEST")
     parser.add_argument("--retries", type=int, default=5, help="retries after a failed attempt (default 5)")
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.url.startswith(("http://", "https://")):
         raise UsageError(f"URL must start with http:// or https://, got {args.url!r}")
+    if args.sha256 is not None and re.fullmatch(r"[0-9a-fA-F]{64}", args.sha256) is None:
+        raise UsageError(f"--sha256 must be 64 hexadecimal characters, got {args.sha256!r}")
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")
     path = fetch(

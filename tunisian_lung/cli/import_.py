@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,18 @@ def register(subparsers: Any) -> None:
     luna.set_defaults(handler=run)
 
 
+def _print_unlabelled_hint(release: Path) -> None:
+    """Print how to open the release when some of its nodule rows have an empty ``class``."""
+    with (release / "annotations.csv").open(encoding="utf-8", newline="") as stream:
+        rows = [row for row in csv.DictReader(stream) if row.get("nodule_present") == "1"]
+    unlabelled = sum(1 for row in rows if not row.get("class"))
+    if unlabelled:
+        print(
+            f"{unlabelled} of {len(rows)} nodule rows have no malignancy label (empty class): validate the release "
+            "with 'tunisian-lung validate --allow-unlabelled' and open it with open_dataset(root, allow_unlabelled=True)"
+        )
+
+
 def _run_lidc(args: argparse.Namespace) -> int:
     from tunisian_lung.errors import SourceImportError
     from tunisian_lung.importers.lidc import LidcImportConfig, MalignancyMapping, import_lidc
@@ -125,6 +138,7 @@ def _run_lidc(args: argparse.Namespace) -> int:
         print(f"{len(report.series_without_xml)} DICOM series have no LIDC XML file and were not imported")
     if report.xml_without_series:
         print(f"{len(report.xml_without_series)} XML files name a series that is not under {args.dicom}")
+    _print_unlabelled_hint(report.out)
     return EXIT_OK
 
 
@@ -149,6 +163,7 @@ def _run_luna16(args: argparse.Namespace) -> int:
         )
     if report.series_not_in_csv:
         print(f"{len(report.series_not_in_csv)} CT series under {args.images} are in no CSV and were not imported")
+    _print_unlabelled_hint(report.out)
     return EXIT_OK
 
 

@@ -24,6 +24,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="summarise even when the tables break rules (cells that fail to parse count as unknown)",
     )
+    # The lenient keywords of `validate`, so that a release it accepts with them opens here too.
+    parser.add_argument(
+        "--collapse-substages",
+        action="store_true",
+        help="accept sub-stages such as IIIA and count them as their main stage (III)",
+    )
+    parser.add_argument(
+        "--allow-unlabelled",
+        action="store_true",
+        help="accept nodule rows with an empty class (tables without malignancy labels, such as LUNA16)",
+    )
+    parser.add_argument(
+        "--allow-extra-columns",
+        action="store_true",
+        help="keep unknown columns as text instead of reporting them",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -77,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"dataset folder not found: {root}")
-    dataset = open_dataset(root, validate=not args.no_validate)
+    dataset = open_dataset(
+        root,
+        validate=not args.no_validate,
+        collapse_substages=args.collapse_substages,
+        allow_unlabelled=args.allow_unlabelled,
+        allow_extra_columns=args.allow_extra_columns,
+    )
     summary = dataset.describe()
     if args.json:
         print(json.dumps(summary, indent=2))

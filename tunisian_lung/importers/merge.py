@@ -8,7 +8,10 @@ the merged release gets its own ``dataset.json`` with the sha256 of every file.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +22,16 @@ import pandas as pd
 from tunisian_lung import layout
 from tunisian_lung.errors import SourceImportError
 from tunisian_lung.importers._release import ReleaseBuilder, check_identifier
+from tunisian_lung.schema.columns import ANNOTATION_COLUMNS, CLINICAL_COLUMNS, ColumnSpec, normalize_header
+from tunisian_lung.schema.reading import _detect_delimiter
 
 logger = logging.getLogger(__name__)
 
 SITE_COLUMN = "site"
 _ID_COLUMNS = ("patient_id", "series_id")
+#: A DICOM UID (PS3.5 section 9.1): digits in dot-separated components, at most 64 characters.
+_DICOM_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_MAX_UID_LENGTH = 64
 
 
 @dataclass
@@ -48,9 +56,56 @@ class _Site:
     tables: dict[str, pd.DataFrame]
 
 
+def _schema_specs(name: str) -> Sequence[ColumnSpec]:
+    """Return the column declarations of a schema table (``annotations.csv``, ``clinical.csv``)."""
+    return {layout.ANNOTATIONS_NAME: ANNOTATION_COLUMNS, layout.CLINICAL_NAME: CLINICAL_COLUMNS}.get(name, ())
+
+
 def _read_table(path: Path) -> pd.DataFrame:
-    # Every cell is read as text, so values pass through unchanged (no 1 -> 1.0, no lost zeros).
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    """Read a release table as text, as the schema reader does, with canonical column names.
+
+    A built release keeps the hospital's table as exported, so it may use ``;`` or tab
+    separators, decimal commas, header variants (``Patient ID``) and blank rows. Cells stay
+    text (no ``1`` -> ``1.0``, no lost zeros). In the schema tables the only changes are the
+    ones that the schema reader makes anyway: canonical header names, values without
+    surrounding spaces, and ``.`` as the decimal mark of number columns. The merged release
+    is written with ``,`` separators, where a decimal comma would be invalid.
+    """
+    text = path.read_text(encoding="utf-8-sig")
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = _detect_delimiter(first_line)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    if not rows:
+        return pd.DataFrame()
+    header = list(rows[0])
+    while header and not header[-1].strip():
+        header.pop()  # trailing empty header cells, as spreadsheets export them
+    body = []
+    for row in rows[1:]:
+        if len(row) > len(header) and not any(cell.strip() for cell in row[len(header) :]):
+            row = row[: len(header)]
+        if len(row) != len(header):
+            raise SourceImportError(
+                f"{path}: a row has {len(row)} fields but the header has {len(header)}; "
+                f"run 'tunisian-lung validate {path.parent}' and fix the table first"
+            )
+        body.append(row)
+    table = pd.DataFrame(body, columns=header, dtype=str)
+    specs = _schema_specs(path.name)
+    if not specs:
+        return table
+    lookup: dict[str, str] = {}
+    for spec in specs:
+        lookup[normalize_header(spec.name)] = spec.name
+        lookup.update({alias: spec.name for alias in spec.aliases})
+    table.columns = [lookup.get(normalize_header(name), name.strip()) for name in header]
+    table = table.apply(lambda column: column.str.strip())
+    if delimiter != ",":
+        for spec in specs:
+            if spec.kind in ("float", "binary") and spec.name in table.columns:
+                table[spec.name] = table[spec.name].str.replace(",", ".", regex=False)
+    return table
 
 
 def _load_site(root: Path, name: str | None, prefix: str) -> _Site:
@@ -77,6 +132,36 @@ def _prefixed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
         if column in result.columns:
             result[column] = prefix + result[column].astype(str)
     return result
+
+
+def _check_shared_scans(sites: Sequence[_Site]) -> None:
+    """Raise when two sites contain a series under the same SeriesInstanceUID.
+
+    A UID names one scan worldwide, so such a series is the same scan twice (LUNA16, for
+    example, is a subset of LIDC-IDRI). Prefixes would give the copies two ids and let a split
+    put them on both sides, so they are no remedy. Series ids that are not UIDs (``S1``) are
+    left to the id collision check.
+
+    NOTE: the same scan under another id is not found: a prefixed id from an earlier merge
+    (``lidc-1.3.6...``) or a UID remapped by a de-identified build.
+    """
+    owners: dict[str, str] = {}
+    shared: list[str] = []
+    for site in sites:
+        for value in sorted(set(site.tables[layout.ANNOTATIONS_NAME]["series_id"].astype(str))):
+            if len(value) > _MAX_UID_LENGTH or not _DICOM_UID.match(value):
+                continue
+            if value in owners and owners[value] != site.name:
+                shared.append(f"series {value} in sites {owners[value]!r} and {site.name!r}")
+            owners.setdefault(value, site.name)
+    if shared:
+        examples = "; ".join(shared[:5])
+        raise SourceImportError(
+            f"{len(shared)} series appear in two sites with the same SeriesInstanceUID, so the merged release "
+            f"would contain the same scan twice, for example {examples}. Remove these series from all but one "
+            "release before merging (LUNA16 is a subset of LIDC-IDRI: merge only one of the two); prefixes "
+            "would hide the duplicate, not remove it"
+        )
 
 
 def _check_collisions(sites: Sequence[_Site]) -> None:
@@ -186,8 +271,9 @@ def merge_releases(
     ------
     SourceImportError
         Fewer than two releases, list lengths that do not match, duplicate site names, a folder
-        that is not a release, a ``patient_id``/``series_id`` found in two sites (pass
-        ``prefixes`` to keep them apart), or ``clinical.csv`` in only some releases without
+        that is not a release, a series with the same SeriesInstanceUID in two sites (the same
+        scan twice), another ``patient_id``/``series_id`` found in two sites (pass ``prefixes``
+        to keep them apart), or ``clinical.csv`` in only some releases without
         ``drop_partial_clinical``.
     """
     paths = [Path(root) for root in roots]
@@ -213,6 +299,7 @@ def merge_releases(
     for site in sites:
         if site.prefix:
             check_identifier(site.prefix + "x", "prefix", f"release {site.root}")
+    _check_shared_scans(sites)
     _check_collisions(sites)
     report = MergeReport(out=Path(out), sites=names)
     _handle_partial_clinical(sites, drop_partial_clinical)

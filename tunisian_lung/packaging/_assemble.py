@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,46 @@ def _deep_issues(staging: Path, known: list[ValidationIssue]) -> list[Validation
     return [issue for issue in deep if (issue.rule, issue.file, issue.line) not in seen]
 
 
+def _source_issues(
+    issues: Sequence[ValidationIssue],
+    *,
+    staging: Path,
+    tables: Mapping[str, Path],
+    original_ids: Mapping[str, str],
+) -> list[ValidationIssue]:
+    """Rewrite issues found in the staging folder so that they name the caller's inputs.
+
+    A failed build deletes the staging folder, and a de-identified one contains pseudonyms and
+    remapped UIDs that appear nowhere in the caller's files. So each issue names the input
+    table in place of the staged copy (``tables`` maps release file name to input path) and
+    the original ids in place of the release ids (``original_ids``). Line numbers stay as they
+    are, because :func:`rewrite_identifiers` keeps every line of a table in place.
+    """
+    pattern = None
+    if original_ids:
+        alternatives = "|".join(re.escape(value) for value in sorted(original_ids, key=len, reverse=True))
+        # An id ends where no letter, digit, '-' or '.digit' follows, so TL-0001 does not match inside TL-00011.
+        pattern = re.compile(rf"(?<![\w.-])({alternatives})(?![\w-]|\.\d)")
+
+    def translate(text: str) -> str:
+        return text if pattern is None else pattern.sub(lambda match: original_ids[match.group(1)], text)
+
+    result = []
+    for issue in issues:
+        file = issue.file
+        if file is not None:
+            path = Path(file)
+            if path.name in tables and path.parent in (staging, Path()):
+                file = str(tables[path.name])
+            else:
+                if path.is_relative_to(staging):
+                    file = str(path.relative_to(staging))
+                file = translate(file)
+        value = translate(issue.value) if isinstance(issue.value, str) else issue.value
+        result.append(replace(issue, file=file, value=value, message=translate(issue.message), fix=translate(issue.fix)))
+    return result
+
+
 def assemble(
     staging: Path,
     *,
@@ -179,12 +220,21 @@ def assemble(
             release_series.append((patient_id, series_id))
 
     _write_tables(staging, annotations, clinical, deidentify=deidentify, patient_map=patient_map, series_map=series_map)
+    tables = {layout.ANNOTATIONS_NAME: annotations}
+    if clinical is not None:
+        tables[layout.CLINICAL_NAME] = clinical
+    original_ids: dict[str, str] = {}
+    if deidentify:
+        original_ids = {release_id: original for original, release_id in (*patient_map.items(), *series_map.items())}
     release_report = validate_tables(
         staging / layout.ANNOTATIONS_NAME,
         staging / layout.CLINICAL_NAME if clinical is not None else None,
     )
     if not release_report.ok or release_report.annotations is None:
-        raise ValidationError(release_report.errors, summary="the rewritten release tables are invalid; nothing was written")
+        raise ValidationError(
+            _source_issues(release_report.errors, staging=staging, tables=tables, original_ids=original_ids),
+            summary="the rewritten release tables are invalid; nothing was written",
+        )
     issues: list[ValidationIssue] = list(release_report.issues)
     frame = release_report.annotations
 
@@ -215,7 +265,10 @@ def assemble(
     issues += _deep_issues(staging, issues)
     errors = [issue for issue in issues if issue.severity == "error"]
     if errors and not allow_quality_errors:
-        raise ValidationError(errors, summary=f"the release failed {len(errors)} check(s); nothing was written")
+        raise ValidationError(
+            _source_issues(errors, staging=staging, tables=tables, original_ids=original_ids),
+            summary=f"the release failed {len(errors)} check(s); nothing was written",
+        )
     for issue in issues:
         logger.warning("%s", issue.format())
 

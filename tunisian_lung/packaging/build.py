@@ -335,8 +335,8 @@ def build_release(
     ValidationError
         The tables are invalid, do not match the DICOM export, or an image check failed.
     PackagingError
-        Invalid arguments, a pseudonym map inside the release, or identifying attributes left
-        after de-identification.
+        Invalid arguments, a pseudonym map inside the release, a pseudonym map whose release
+        key is missing, or identifying attributes left after de-identification.
     """
     raw_dir = Path(raw_dir)
     annotations = Path(annotations)
@@ -362,11 +362,20 @@ def build_release(
     secret = b""
     if deidentify:
         assert map_path is not None
-        secret = _load_or_create_secret(_key_path(map_path))
+        existing = _read_pseudonym_map(map_path)
+        key_path = _key_path(map_path)
+        if existing and not key_path.exists():
+            raise PackagingError(
+                f"pseudonym map {map_path} lists {len(existing)} patient(s) but its release key {key_path} is "
+                "missing. A new key would change the date shift and every remapped UID of those patients, "
+                "so their new release would not match the earlier one. Restore the key from a backup, or pass "
+                "another pseudonym map path to start new pseudonyms"
+            )
+        secret = _load_or_create_secret(key_path)
         patient_ids = [entry.patient_id for entry in annotated.values()]
         if report.clinical is not None:
             patient_ids += [str(value) for value in report.clinical["patient_id"]]
-        patient_map = assign_pseudonyms(patient_ids, _read_pseudonym_map(map_path), prefix=pseudonym_prefix)
+        patient_map = assign_pseudonyms(patient_ids, existing, prefix=pseudonym_prefix)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))

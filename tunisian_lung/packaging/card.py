@@ -52,7 +52,8 @@ def _series_headers(root: Path) -> list[Any]:
     return infos
 
 
-def _histogram(path: Path, values: Iterable[float], *, title: str, xlabel: str, bins: int = 20) -> bool:
+def _histogram(path: Path, values: Iterable[float], *, title: str, xlabel: str, ylabel: str, bins: int = 20) -> bool:
+    """Draw a histogram of ``values``; ``ylabel`` names what is counted (patients, series, nodules)."""
     data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if data.size == 0:
         return False
@@ -60,12 +61,14 @@ def _histogram(path: Path, values: Iterable[float], *, title: str, xlabel: str, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(5, 3.2), dpi=100)
     axes.hist(data, bins=min(bins, max(1, len(np.unique(data)))), color="#4c72b0", edgecolor="white")
     axes.set_title(title)
     axes.set_xlabel(xlabel)
-    axes.set_ylabel("count")
+    axes.set_ylabel(ylabel)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", metadata={"Software": None})
@@ -167,7 +170,7 @@ def write_card(
             ages = [float(v) for v in clinical["age"] if v is not None and str(v) not in ("", "nan", "<NA>")]
             if ages:
                 lines += [f"Age: {min(ages):.0f} to {max(ages):.0f} years, mean {np.mean(ages):.1f}, median {np.median(ages):.1f}.", ""]
-                if _histogram(figures_dir / "age.png", ages, title="Age at scan", xlabel="age (years)"):
+                if _histogram(figures_dir / "age.png", ages, title="Age at scan", xlabel="age (years)", ylabel="patients"):
                     written.append(figures_dir / "age.png")
                     lines += [f"![age distribution]({FIGURES_DIR}/age.png)", ""]
     else:
@@ -188,7 +191,7 @@ def write_card(
             low, high, median = min(measurements), max(measurements), float(np.median(measurements))
             lines.append(f"{title}: {low:g} to {high:g} {unit}, median {median:g} {unit}.")
             lines.append("")
-            if _histogram(figures_dir / f"{stem}.png", measurements, title=title, xlabel=xlabel):
+            if _histogram(figures_dir / f"{stem}.png", measurements, title=title, xlabel=xlabel, ylabel="series"):
                 written.append(figures_dir / f"{stem}.png")
                 lines += [f"![{title.lower()}]({FIGURES_DIR}/{stem}.png)", ""]
 
@@ -204,7 +207,7 @@ def write_card(
         diameters = [float(v) for v in present["diameter_mm"]] if "diameter_mm" in present.columns else []
         if diameters:
             lines += [f"Diameter: {min(diameters):.1f} to {max(diameters):.1f} mm, median {np.median(diameters):.1f} mm.", ""]
-            if _histogram(figures_dir / "nodule_diameter.png", diameters, title="Nodule diameter", xlabel="diameter (mm)"):
+            if _histogram(figures_dir / "nodule_diameter.png", diameters, title="Nodule diameter", xlabel="diameter (mm)", ylabel="nodules"):
                 written.append(figures_dir / "nodule_diameter.png")
                 lines += [f"![nodule diameters]({FIGURES_DIR}/nodule_diameter.png)", ""]
 

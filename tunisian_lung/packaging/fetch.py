@@ -350,9 +350,10 @@ def fetch(
     url:
         HTTP or HTTPS URL of the file.
     dest:
-        Without ``extract``: the target file path, or an existing folder in which the file
-        keeps the URL's file name. With ``extract``: the folder to extract into (created if
-        needed); the archive itself is kept there under the URL's file name.
+        Without ``extract``: the target file path, or a folder in which the file keeps the
+        URL's file name. The folder is an existing one, or a string that ends with a path
+        separator (``"downloads/"``), which is created. With ``extract``: the folder to extract
+        into (created if needed); the archive itself is kept there under the URL's file name.
     sha256:
         Expected hexadecimal SHA-256 of the file. The download is checked before it is renamed
         into place; a mismatch deletes it and raises :class:`ChecksumMismatchError`. A target
@@ -385,11 +386,13 @@ def fetch(
     UnsafeArchiveError
         An archive member would be written outside ``dest``.
     """
+    # Path() drops a trailing separator, so a folder named "downloads/" is recognised first.
+    names_folder = isinstance(dest, str) and dest.endswith(("/", os.sep))
     dest = Path(dest)
     if extract:
         folder = dest
         target = folder / _file_name_from_url(url)
-    elif dest.is_dir():
+    elif dest.is_dir() or names_folder:
         target = dest / _file_name_from_url(url)
     else:
         target = dest

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tunisian_lung.errors import PackagingError
 from tunisian_lung.schema import ANNOTATION_COLUMNS, CLINICAL_COLUMNS, normalize_header
+from tunisian_lung.schema.reading import _detect_delimiter
 
 _ID_COLUMNS = ("patient_id", "series_id")
 
@@ -29,12 +30,6 @@ def _id_column_lookup() -> dict[str, str]:
             for alias in spec.aliases:
                 lookup[alias] = spec.name
     return lookup
-
-
-def _detect_delimiter(header: str) -> str:
-    counts = {delimiter: header.count(delimiter) for delimiter in (",", ";", "\t")}
-    best = max(counts, key=lambda key: counts[key])
-    return best if counts[best] else ","
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -66,17 +61,28 @@ def rewrite_identifiers(
         to the export or remove the row).
     """
     text = source.read_text(encoding="utf-8-sig")
-    lines = text.splitlines()
-    if not lines:
+    # The header is the first line with a non-blank cell, as in the schema reader, which skips
+    # blank lines and rows of empty cells above it. Those rows are copied unchanged, so the
+    # rewritten table keeps the line numbers of the source.
+    first_line = next((line for line in text.splitlines() if line.strip()), None)
+    if first_line is None:
         raise PackagingError(f"{source} is empty; a table needs a header line")
-    delimiter = _detect_delimiter(lines[0])
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    delimiter = _detect_delimiter(first_line)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     lookup = _id_column_lookup()
-    header = rows[0]
-    columns = {index: lookup[normalize_header(name)] for index, name in enumerate(header) if normalize_header(name) in lookup}
     replacements: dict[str, Mapping[str, str]] = {"patient_id": patient_ids, "series_id": series_ids or {}}
-    out_rows: list[Sequence[str]] = [header]
-    for line_number, row in enumerate(rows[1:], start=2):
+    out_rows: list[Sequence[str]] = []
+    columns: dict[int, str] | None = None
+    end_of_previous = 0
+    for row in reader:
+        line_number, end_of_previous = end_of_previous + 1, reader.line_num
+        if columns is None:
+            out_rows.append(row)
+            if any(cell.strip() for cell in row):
+                columns = {
+                    index: lookup[normalize_header(name)] for index, name in enumerate(row) if normalize_header(name) in lookup
+                }
+            continue
         new_row = list(row)
         for index, column in columns.items():
             if index >= len(row):

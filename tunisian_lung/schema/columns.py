@@ -172,15 +172,18 @@ _FALSE_WORDS = frozenset({"no", "n", "false", "0", "non"})
 
 _ROMAN_STAGES = {"i": "I", "ii": "II", "iii": "III", "iv": "IV"}
 _ARABIC_STAGES = {"1": "I", "2": "II", "3": "III", "4": "IV"}
-_STAGE_PATTERN = re.compile(r"^(?:stage\s*)?(iv|iii|ii|i|[1-4])([abc][12]?)?$")
+# A sub-stage may follow its stage directly, or after one space or hyphen (IIIA, III A, III-A).
+# Its digit goes up to 3 because the 8th edition of the TNM staging has IA1, IA2 and IA3.
+_STAGE_PATTERN = re.compile(r"^(?:stage\s*|stade\s*)?(iv|iii|ii|i|[1-4])(?:[\s-]?([abc][1-3]?))?$")
 
 
 def normalize_stage(value: str, *, collapse_substages: bool = False) -> str | None:
     """Return the canonical stage (``I``..``IV``) of one cell, or ``None`` when it is invalid.
 
     Accepted: ``I``..``IV`` and ``1``..``4`` in any case, with an optional ``Stage`` prefix
-    (``Stage II``, ``stage ii``, ``2``). Sub-stages such as ``IIIA``, ``IB2`` or ``Stage 3B``
-    are rejected unless ``collapse_substages=True``, which maps them to their main stage
+    or its French spelling ``Stade`` (``Stage II``, ``stage ii``, ``Stade II``, ``2``).
+    Sub-stages such as ``IIIA``, ``III A``, ``III-A``, ``IA3``, ``IB2`` or ``Stage 3B`` are
+    rejected unless ``collapse_substages=True``, which maps them to their main stage
     (``IIIA`` -> ``III``) and so drops the letter.
     """
     text = " ".join(value.strip().lower().split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -143,7 +144,7 @@ def _map_header(
                     raw,
                     "unknown_column",
                     f"unknown column {stripped!r}",
-                    f"rename it to one of: {known}; or delete it; or pass allow_extra_columns=True to keep it as text",
+                    f"rename it to one of: {known}; or delete it; or pass allow_extra_columns=True (--allow-extra-columns) to keep it as text",
                 )
             )
             canonical.append(None)
@@ -193,7 +194,16 @@ def _read_text_table(
     if text is None:
         return _TextTable(file, empty, ",", 1, {}, issues)
 
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    line_number, first_line = next(((number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()), (1, ""))
+    if re.fullmatch(r"sep=.?", first_line.strip(), flags=re.IGNORECASE):
+        # Excel's separator directive: the header is on the next line. The rest of the file is
+        # not read, because every header check would fail on it and hide this one cause.
+        directive = _issue(
+            file, line_number, None, first_line.strip(), "header",
+            "the file starts with a spreadsheet separator directive in place of the header row",
+            "delete this line so that the header row comes first",
+        )
+        return _TextTable(file, empty, ",", line_number, {}, [*issues, directive])
     delimiter = _detect_delimiter(first_line)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
 
@@ -282,7 +292,10 @@ def _parse_column(
         text = raw.str.replace(",", ".", regex=False) if table.delimiter != "," else raw
         numbers = pd.to_numeric(text.where(filled, None), errors="coerce").astype("float64")
         bad = filled & numbers.isna()
-        hint = " (use ',' or '.' as decimal mark, no thousands separator)" if table.delimiter != "," else ""
+        if table.delimiter != ",":
+            hint = " (use ',' or '.' as decimal mark, no thousands separator)"
+        else:
+            hint = " (use '.' as decimal mark in a comma-separated file, no thousands separator)"
         expected = "0 or 1" if spec.kind == "binary" else "a number"
         report(bad, "number", f"{spec.name} is not {expected}", f"write {expected}{hint}, or leave the cell empty where the rules allow it")
         return numbers, issues
@@ -294,9 +307,9 @@ def _parse_column(
         ]
         stages = pd.Series(values, index=raw.index, dtype=object)
         bad = filled & stages.isna()
-        fix = "write one of I, II, III, IV (also accepted: 'Stage II', 'stage ii', '2')"
+        fix = "write one of I, II, III, IV (also accepted: 'Stage II', 'stage ii', 'Stade II', '2')"
         if not collapse_substages:
-            fix += "; to map sub-stages such as IIIA to III, pass collapse_substages=True"
+            fix += "; to map sub-stages such as IIIA to III, pass collapse_substages=True (--collapse-substages)"
         report(bad, "stage", "stage is not one of I, II, III, IV", fix)
         return stages.astype(STAGE_DTYPE), issues
 

@@ -182,7 +182,7 @@ def _annotation_row_schema(
         if name not in frame.columns:
             continue
         if not (name == "class" and allow_unlabelled):
-            fix = "fill in the value" if name != "class" else "write 0 (benign) or 1 (malignant), or pass allow_unlabelled=True for tables without labels"
+            fix = "fill in the value" if name != "class" else "write 0 (benign) or 1 (malignant), or pass allow_unlabelled=True (--allow-unlabelled) for tables without labels"
             checks.append(
                 _row_check(
                     rules, f"{name}_required_for_nodule", name,
