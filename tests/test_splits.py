@@ -193,11 +193,18 @@ def test_small_strata_merge_by_status():
     assert {splits.strata[pid] for pid in ("P0020", "P0021", "P0022")} == {"cancer"}
 
 
-def test_small_groups_pool_when_status_small():
+def test_small_known_status_keeps_stratum():
+    # Two cancer patients among 30 healthy stay a "cancer" stratum, and the patient of unknown
+    # status joins the largest stratum.
     statuses = [("healthy", None, None)] * 30 + [("cancer", "other", "II")] * 2 + [(None, None, None)]
     splits = make_splits(make_fake_dataset(statuses))
 
-    assert {splits.strata[pid] for pid in ("P0030", "P0031", "P0032")} == {"pooled"}
+    assert splits.strata["P0030"] == "cancer"
+    assert splits.strata["P0031"] == "cancer"
+    assert splits.strata["P0032"] == "healthy / unknown"
+    for name, ratio in zip(("train", "val", "test"), (0.70, 0.15, 0.15)):
+        cancer = len({"P0030", "P0031"} & set(splits.patient_ids(name)))
+        assert abs(cancer - 2 * ratio) < 1, f"{name} has {cancer} cancer patients"
 
 
 def test_lone_unknown_joins_largest_stratum():
@@ -552,3 +559,16 @@ def test_cli_split_usage_errors(release, tmp_path, capsys):
     assert main(["split", str(release), "--folds", "3", "--ratios", "0.5", "0.5"]) == 2
     assert main(["split", str(release), "--ratios", "0.5", "0.6", "--out", str(tmp_path / "s.json")]) == 1
     assert "ratios must sum to 1" in capsys.readouterr().err
+
+
+def test_folds_spread_few_healthy_patients():
+    # 4 healthy patients and 5 folds: each fold gets at most one, instead of the healthy
+    # patients being merged into the cancer stratum and bunching up.
+    statuses = [("healthy", None, None)] * 4 + [("cancer", "adenocarcinoma", "II")] * 16
+    dataset = make_fake_dataset(statuses)
+    healthy = {pid for pid, patient in dataset.patients.items() if patient.health_status == "healthy"}
+
+    folds = make_folds(dataset, k=5, seed=0)
+
+    per_fold = [len(healthy & set(fold.patient_ids("val"))) for fold in folds.folds()]
+    assert sorted(per_fold) == [0, 1, 1, 1, 1]

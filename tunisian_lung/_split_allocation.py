@@ -14,6 +14,9 @@ from collections import Counter
 from fractions import Fraction
 from typing import Mapping, Sequence
 
+#: Stratum value of a patient whose stratification column is empty.
+UNKNOWN_STRATUM_VALUE = "unknown"
+
 logger = logging.getLogger(__name__)
 
 
@@ -122,11 +125,20 @@ def assign_strata(
     columns. Otherwise they join the largest big-enough stratum sharing those columns, or, when
     there is none, they go on to the next round with one column fewer. The key ``()`` is the
     pool of all remaining small strata.
+
+    A small stratum of the first column with a known value (``healthy`` when there are fewer
+    healthy patients than folds) is kept as it is: controlled rounding keeps its count in every
+    split within one patient of its share, whereas merging it into ``cancer`` would let those
+    patients bunch up in some splits. Only first-column values of ``unknown`` are merged.
     """
     keys = {pid: tuple(row[column] for column in stratify) for pid, row in attributes.items()}
     for level in range(len(stratify), 0, -1):
         sizes = Counter(keys.values())
-        small = sorted(key for key, size in sizes.items() if len(key) == level and size < min_size)
+        small = sorted(
+            key
+            for key, size in sizes.items()
+            if len(key) == level and size < min_size and (level > 1 or key[0] == UNKNOWN_STRATUM_VALUE)
+        )
         relabel: dict[tuple[str, ...], tuple[str, ...]] = {}
         for prefix in sorted({key[: level - 1] for key in small}):
             members = [key for key in small if key[: level - 1] == prefix]

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from tunisian_lung._split_allocation import assign_strata, controlled_rounding, largest_remainder, order_key
+from tunisian_lung._split_allocation import (
+    UNKNOWN_STRATUM_VALUE,
+    assign_strata,
+    controlled_rounding,
+    largest_remainder,
+    order_key,
+)
 from tunisian_lung.errors import SplitError
 from tunisian_lung.layout import SPLITS_NAME
 
@@ -57,7 +63,7 @@ DEFAULT_RATIOS = (0.70, 0.15, 0.15)
 DEFAULT_STRATIFY = ("health_status", "histology")
 
 #: Stratum value used for a patient whose stratification column is empty.
-UNKNOWN_VALUE = "unknown"
+UNKNOWN_VALUE = UNKNOWN_STRATUM_VALUE
 #: Stratum key of the patients left after every back-off step (all columns dropped).
 POOLED_STRATUM = "pooled"
 
