@@ -201,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
                 f"training {name} on {len(data.train)} scans{classes}, validating on {len(data.val)}",
                 file=sys.stderr,
             )
+            source = data.context["splits_source"]
+            if str(source).startswith("make_splits("):
+                source = (
+                    f"new splits, {source} (no --splits given and no splits.json in {args.root}; "
+                    "pass --splits FILE to use the file that `tunisian-lung split` wrote)"
+                )
+            print(f"splits: {source}; saved to {run_dir / 'splits.json'}", file=sys.stderr)
         result = train(
             config,
             data.train,
