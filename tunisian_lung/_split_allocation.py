@@ -127,9 +127,9 @@ def assign_strata(
     pool of all remaining small strata.
 
     A small stratum of the first column with a known value (``healthy`` when there are fewer
-    healthy patients than folds) is kept as it is: controlled rounding keeps its count in every
-    split within one patient of its share, whereas merging it into ``cancer`` would let those
-    patients bunch up in some splits. Only first-column values of ``unknown`` are merged.
+    healthy patients than folds) is kept as it is. Controlled rounding keeps its count in every
+    split within one patient of its share. Merged into ``cancer``, those patients could bunch up
+    in some splits. Only first-column values of ``unknown`` are merged.
     """
     keys = {pid: tuple(row[column] for column in stratify) for pid, row in attributes.items()}
     for level in range(len(stratify), 0, -1):
