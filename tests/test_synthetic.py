@@ -13,8 +13,8 @@ import pytest
 from tunisian_lung import layout
 from tunisian_lung.cli import main
 from tunisian_lung.errors import DatasetLayoutError
+from tunisian_lung.schema.columns import ANNOTATION_COLUMN_NAMES
 from tunisian_lung.synthetic import (
-    ANNOTATION_COLUMNS,
     CLINICAL_COLUMNS,
     HISTOLOGIES,
     HU_LUNG,
@@ -110,7 +110,7 @@ def test_cohort_varies_scanner_geometry() -> None:
 def test_tables_have_release_columns(release: Path) -> None:
     annotations = _read_csv(release / layout.ANNOTATIONS_NAME)
     clinical = _read_csv(release / layout.CLINICAL_NAME)
-    assert tuple(annotations[0]) == ANNOTATION_COLUMNS
+    assert tuple(annotations[0]) == ANNOTATION_COLUMN_NAMES
     assert tuple(clinical[0]) == CLINICAL_COLUMNS
     assert len(clinical) == 6
     assert {row["patient_id"] for row in annotations} == {row["patient_id"] for row in clinical}

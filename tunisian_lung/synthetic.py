@@ -45,21 +45,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from tunisian_lung import layout
+from tunisian_lung.schema.columns import ANNOTATION_COLUMN_NAMES
 from tunisian_lung.errors import DatasetLayoutError
 
 logger = logging.getLogger(__name__)
 
-ANNOTATION_COLUMNS = (
-    "patient_id",
-    "series_id",
-    "coordX",
-    "coordY",
-    "coordZ",
-    "diameter_mm",
-    "class",
-    "nodule_present",
-    "stage",
-)
 CLINICAL_COLUMNS = (
     "patient_id",
     "sex",
@@ -812,6 +802,6 @@ def _write_release(
         annotations.extend(annotation_rows(patient))
         clinical.append(patient.clinical)
 
-    _write_csv(root / layout.ANNOTATIONS_NAME, ANNOTATION_COLUMNS, annotations)
+    _write_csv(root / layout.ANNOTATIONS_NAME, ANNOTATION_COLUMN_NAMES, annotations)
     _write_csv(root / layout.CLINICAL_NAME, CLINICAL_COLUMNS, clinical)
     _write_manifest(root, annotations, clinical, seed)

@@ -18,22 +18,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from tunisian_lung import layout
+from tunisian_lung.schema.columns import ANNOTATION_COLUMN_NAMES
 from tunisian_lung.errors import SourceImportError
 
 logger = logging.getLogger(__name__)
 
-#: Columns of ``annotations.csv`` in the order the importers write them.
-ANNOTATION_COLUMNS = (
-    "patient_id",
-    "series_id",
-    "coordX",
-    "coordY",
-    "coordZ",
-    "diameter_mm",
-    "class",
-    "nodule_present",
-    "stage",
-)
 
 LIDC_IDRI_CITATION = (
     "Armato III, S. G., et al. (2015). Data From LIDC-IDRI. The Cancer Imaging Archive. "
@@ -151,7 +140,7 @@ class ReleaseBuilder:
 
 def annotation_table(rows: Sequence[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Build an ``annotations.csv`` table with the library's column order from row dicts."""
-    columns = list(ANNOTATION_COLUMNS) + [c for c in extra_columns if c not in ANNOTATION_COLUMNS]
+    columns = list(ANNOTATION_COLUMN_NAMES) + [c for c in extra_columns if c not in ANNOTATION_COLUMN_NAMES]
     table = pd.DataFrame(list(rows), columns=columns)
     table["patient_id"] = table["patient_id"].astype(str)
     table["series_id"] = table["series_id"].astype(str)

@@ -86,6 +86,9 @@ ANNOTATION_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("site", "text", False, "site (hospital or collection) of the row in a merged release", ("centre", "center", "hospital")),
 )
 
+#: Names of the required annotation columns, in the order writers of this library use.
+ANNOTATION_COLUMN_NAMES: tuple[str, ...] = tuple(spec.name for spec in ANNOTATION_COLUMNS if spec.required)
+
 _YES_NO = "yes/no"
 
 CLINICAL_COLUMNS: tuple[ColumnSpec, ...] = (
