@@ -372,7 +372,8 @@ def docs_section(results: dict[str, Any], command: str, *, under_load: bool) -> 
         f"{settings['slices']} slices of {settings['rows']}x{settings['rows']} pixels per series. Each step runs in its own "
         "Python process; time covers the step only, memory is the peak summed RSS of the process and its workers. "
         "The sum counts pages that forked workers share with their parent once per process, so the peaks of "
-        "`preprocess_2` and `epoch` are upper bounds. Files were in the page cache.",
+        "`preprocess_2` and `epoch` are upper bounds. The files were written just before the steps ran, "
+        "but the script does not check whether they were still in the page cache.",
         "",
         f"- Machine: {describe_machine(results['machine'])}",
         f"- Command: `{command}`",
