@@ -41,7 +41,9 @@ def test_audit_lidc_placeholders(lidc_report) -> None:
     assert names == {"Removed by CTP"}
     counts = lidc_report.by_keyword()
     assert counts["AccessionNumber"] == 133
-    assert counts["Private[CTP]"] == 3 * 133
+    assert counts["Private[CTP]"] == 133, "by_keyword counts files, not findings"
+    private = [finding for finding in lidc_report.findings if finding.keyword == "Private[CTP]"]
+    assert len(private) == 3 * 133
 
 
 def test_audit_flags_injected_name_and_birth_date(lidc_0001_dir: Path, tmp_path: Path) -> None:
@@ -106,3 +108,17 @@ def test_cli_audit_exit_codes(lidc_0001_dir: Path, tmp_path: Path, capsys: pytes
     assert "AccessionNumber" in output
     assert "identifying attribute(s) in 1 file(s)" in output
     assert main(["audit", str(tmp_path / "absent")]) == 2
+
+
+def test_cli_audit_summary_counts_files(lidc_0001_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("000000.dcm", "000001.dcm"):
+        shutil.copyfile(lidc_0001_dir / name, tmp_path / name)
+
+    assert main(["audit", str(tmp_path), "--summary"]) == 1
+
+    output = capsys.readouterr().out
+    assert "files per attribute:" in output
+    assert "  AccessionNumber [" in output
+    assert "]: 2" in output.split("  AccessionNumber [", 1)[1].splitlines()[0]
+    assert f"{tmp_path / '000000.dcm'}:" not in output, "--summary printed per-file lines"
+    assert "identifying attribute(s) in 2 file(s)" in output

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("root", metavar="ROOT", type=Path, help="release folder, raw export or DICOM file")
     parser.add_argument("--progress", action="store_true", help="show a progress bar over the files")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print only the number of files per attribute, not one line per attribute and file",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.root.exists():
         raise UsageError(f"{args.root} not found")
     report = audit(args.root, progress=args.progress)
-    print(report.format())
+    print(report.format(summary_only=args.summary))
     return EXIT_OK if report.clean else EXIT_PROBLEM

@@ -133,7 +133,8 @@ class AuditReport:
 
     def by_keyword(self) -> Counter[str]:
         """Return the number of files each keyword was found in."""
-        return Counter(finding.keyword for finding in self.findings)
+        # A keyword can occur several times in one file (inside sequences), so count files.
+        return Counter(keyword for keyword, _file in {(f.keyword, f.file) for f in self.findings})
 
     def by_file(self) -> dict[str, list[AuditFinding]]:
         """Return the findings grouped by file, in file order."""
@@ -142,9 +143,15 @@ class AuditReport:
             grouped.setdefault(finding.file, []).append(finding)
         return grouped
 
-    def format(self) -> str:
-        """Render the report: one line per finding and a summary line."""
-        lines = [finding.format() for finding in self.findings]
+    def format(self, *, summary_only: bool = False) -> str:
+        """Render the report: one line per finding (unless ``summary_only``), a count of files
+        per attribute, and a summary line."""
+        lines = [] if summary_only else [finding.format() for finding in self.findings]
+        if self.findings:
+            categories = {finding.keyword: finding.category for finding in self.findings}
+            lines.append("files per attribute:")
+            for keyword, count in sorted(self.by_keyword().items(), key=lambda item: (-item[1], item[0])):
+                lines.append(f"  {keyword} [{categories[keyword]}]: {count}")
         status = "clean" if self.clean else f"{len(self.findings)} identifying attribute(s) in {len(self.by_file())} file(s)"
         lines.append(f"audited {self.files} DICOM file(s) under {self.root}: {status}")
         return "\n".join(lines)
