@@ -107,7 +107,12 @@ def _rotate_small(sample: torch.Tensor, angle_radians: float, fill_value: float)
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
     # grid_sample pads with zeros, so shift the fill value to zero and back.
     rotated = F.grid_sample(batch - fill_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (rotated + fill_value).squeeze(0).to(sample.dtype)
+    rotated = rotated + fill_value
+    # Bilinear weights summing to 1 up to rounding can overshoot the input range by about 1e-7
+    # (1.0000002 from a [-1, 1] volume), so clamp to the range of the input and the fill value.
+    low = min(float(batch.min()), fill_value)
+    high = max(float(batch.max()), fill_value)
+    return rotated.clamp(low, high).squeeze(0).to(sample.dtype)
 
 
 def _augment_sample(sample: torch.Tensor, config: Augmentation, generator: torch.Generator) -> torch.Tensor:
