@@ -308,7 +308,7 @@ def test_cli_train_evaluate_predict(
     context = json.loads((run / "run_context.json").read_text())
     assert context["preprocess"]["target_shape_zyx"] == [16, 16, 16]
     assert context["dataset_root"] == str(root.resolve())
-    # Without --splits and without ROOT/splits.json, train says that it made new splits.
+    # Without --splits and without ROOT/splits.json, train reports that it made new splits.
     assert "new splits, make_splits(seed=" in capsys.readouterr().err
 
     assert main(["evaluate", str(run), "--split", "test", "--device", "cpu"]) == 0

@@ -177,8 +177,9 @@ def patient_attribute_table(dataset: Any, columns: Sequence[str]) -> dict[str, d
     """Return ``{patient_id: {column: value}}`` for stratification and hold-out columns.
 
     A column is read from the :class:`~tunisian_lung.dataset.Patient` record when it has that
-    attribute, else from the clinical table, else from an annotation column that holds one value
-    per patient (for example the ``site`` column of a merged release without a clinical table).
+    attribute, else from the clinical table. Failing both, it is read from an annotation column
+    with one value per patient, such as the ``site`` column of a merged release without a
+    clinical table.
     Empty values become ``"unknown"``.
 
     Raises

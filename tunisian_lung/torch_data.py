@@ -230,7 +230,7 @@ class ScanDataset(_SeededDataset):
 
     Each sample is a dict with these keys:
 
-    * ``image``: float32 tensor ``(1, D, H, W)``, axes z, y, x, normalised as the config says.
+    * ``image``: float32 tensor ``(1, D, H, W)``, axes z, y, x, normalised as set by the config.
     * ``label``: int64 scalar tensor.
     * ``patient_id``, ``series_id``: strings.
     * ``spacing``: float64 tensor ``(3,)``, the preprocessed voxel size in mm along x, y, z,

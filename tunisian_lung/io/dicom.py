@@ -245,9 +245,9 @@ def _default_workers() -> int:
 
 
 #: Default thread count of load_series. Parsing headers and converting pixels to HU runs mostly
-#: in Python under the GIL, so on files in the page cache one thread was fastest: 0.21 s against
-#: 0.26 s (2 threads) and 0.28 s (4 threads) for the 133-slice LIDC-IDRI-0001 series on a 2-core
-#: machine (benchmarks/bench_load.py). Threads pay off on slow or network storage: pass workers.
+#: in Python under the GIL. So on files in the page cache one thread was fastest for the 133-slice
+#: LIDC-IDRI-0001 series on a 2-core machine: 0.21 s, against 0.26 s with 2 threads and 0.28 s
+#: with 4 (benchmarks/bench_load.py). Threads pay off on slow or network storage.
 LOAD_DEFAULT_WORKERS = 1
 
 
@@ -905,9 +905,9 @@ def load_series(
         Slice spacing in mm for a single slice that has neither SpacingBetweenSlices nor
         SliceThickness; unused for series of two or more slices.
     workers, progress, use_dicomdir:
-        Reading threads (default 1, the fastest for files in the page cache; more threads help
-        on slow or network storage), a tqdm bar over the files, and use of a DICOMDIR in a
-        source folder.
+        Reading threads, a tqdm bar over the files, and use of a DICOMDIR in a source folder.
+        One thread (the default) is the fastest for files in the page cache. More threads help
+        on slow or network storage.
 
     Returns
     -------
