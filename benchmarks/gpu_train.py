@@ -10,7 +10,7 @@ autocast. It then measures the scan loader's samples/s on a synthetic release, c
 fine-tune of ResNet10 on that release.
 
 Without CUDA it runs a reduced setting (ResNet10/18 at 32^3, batch 4, float32, 16^3
-fine-tune) and says so in its output. The full setting would take hours on a CPU: the reduced
+fine-tune) and prints that it did. The full setting would take hours on a CPU: the reduced
 run reached 1 volume/s for ResNet10 at 32^3 on 2 cores, which suggests about 0.1 volumes/s at
 64^3 (an estimate).
 

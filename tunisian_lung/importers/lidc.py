@@ -652,7 +652,7 @@ def import_lidc(
     * ``dataset.json``: source, licence (CC BY 3.0), citation, counts and checksums.
 
     A series whose only nodules are excluded (indeterminate or unrated) is left out of the
-    release, because a ``nodule_present = 0`` row would be false; it is listed in
+    release, because a ``nodule_present = 0`` row would be false. Such series are listed in
     ``report.series_excluded``.
 
     Parameters

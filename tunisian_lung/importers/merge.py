@@ -247,8 +247,8 @@ def merge_releases(
         The merged release folder to create; written atomically.
     prefixes:
         One string per release, prepended to its ``patient_id`` and ``series_id`` values and to
-        the matching ``dicom/`` and ``nifti/`` folder names (``"tn-"`` turns ``P001`` into
-        ``tn-P001``; an empty string keeps the ids). The DICOM files are copied unchanged, so
+        the matching ``dicom/`` and ``nifti/`` folder names. ``"tn-"`` turns ``P001`` into
+        ``tn-P001``, and an empty string keeps the ids. The DICOM files are copied unchanged, so
         their PatientID tag keeps the original id.
     site_names:
         One name per release for the ``site`` column. By default each release's
@@ -270,11 +270,14 @@ def merge_releases(
     Raises
     ------
     SourceImportError
-        Fewer than two releases, list lengths that do not match, duplicate site names, a folder
-        that is not a release, a series with the same SeriesInstanceUID in two sites (the same
-        scan twice), another ``patient_id``/``series_id`` found in two sites (pass ``prefixes``
-        to keep them apart), or ``clinical.csv`` in only some releases without
-        ``drop_partial_clinical``.
+        On any of these:
+
+        * fewer than two releases, list lengths that do not match, or duplicate site names;
+        * a folder that is not a release;
+        * a series with the same SeriesInstanceUID in two sites (the same scan twice);
+        * another ``patient_id`` or ``series_id`` found in two sites (pass ``prefixes`` to
+          keep them apart);
+        * ``clinical.csv`` in only some releases without ``drop_partial_clinical``.
     """
     paths = [Path(root) for root in roots]
     if len(paths) < 2:

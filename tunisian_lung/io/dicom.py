@@ -11,7 +11,7 @@ Loading (:func:`load_series`) orders slices by ImagePositionPatient projected on
 normal and checks that they form a regular grid: no missing slice, no duplicate position,
 uniform spacing, no gantry tilt. It maps stored values to Hounsfield units with each slice's own
 RescaleSlope and RescaleIntercept, or its Modality LUT. Each grid problem raises its own
-exception unless a lenient keyword (``on_gap="resample"`` and so on) asks for a correction.
+exception unless a lenient keyword (``on_gap="resample"`` and so on) requests a correction.
 
 Output dtype: ``int16`` when every slice's rescale maps integers to integers and every value
 lies in the int16 range, else ``float32``. Volumes corrected by resampling are ``float32``.
@@ -925,7 +925,7 @@ def load_series(
     Raises
     ------
     MultipleSeriesError
-        The source holds several series and ``series_uid`` does not pick one.
+        The source contains several series and ``series_uid`` does not pick one.
     NotAVolumeError
         The images are not a CT volume: another modality, no patient geometry, too few slices.
     InconsistentSlicesError

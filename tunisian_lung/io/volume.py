@@ -11,7 +11,7 @@ Conventions (kept by every module of the library):
 A world point ``p`` (x, y, z order, mm) and a continuous voxel index ``(i, j, k)``
 (``i`` along x/columns, ``j`` along y/rows, ``k`` along z/slices) are related by
 ``p = origin + direction @ (spacing * (i, j, k))``. Functions that take or return voxel indices
-in array order say ``zyx`` in their names.
+in array order have ``zyx`` in their names.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Three file layouts are accepted:
 * Checkpoints written by this library's trainer (``format == "tunisian_lung-checkpoint"``).
 
 The library never downloads weights. MedicalNet publishes ``resnet_{10,18,34,50,101,152,200}.pth``
-and ``resnet_{10,18,34,50}_23dataset.pth``; docs/training.md says where.
+and ``resnet_{10,18,34,50}_23dataset.pth``; docs/training.md lists where they are published.
 """
 
 from __future__ import annotations

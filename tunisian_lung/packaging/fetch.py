@@ -233,7 +233,10 @@ def _check_link_target(member: str, link: str, archive: Path, *, hard: bool = Fa
     base = PurePosixPath() if hard else PurePosixPath(member).parent
     depth = 0
     for part in (base / link_path).parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if part == "..":
+            depth -= 1
+        elif part != ".":
+            depth += 1
         if depth < 0:
             raise UnsafeArchiveError(
                 f"archive {archive} member {member!r} links to {link!r}, outside the destination; refusing to extract it"
